@@ -1,0 +1,407 @@
+"""The kit's one typed configuration, parsed and validated from CDK context.
+
+Every setting is a flat camelCase key in ``cdk.json`` -> ``context`` and can be overridden on the
+command line with ``-c name=value``. Values given with ``-c`` arrive as strings, so every parser
+accepts the string form too. Any invalid value raises ``ConfigError`` with one line naming the
+setting, the bad value and what is allowed; ``app.py`` prints that line instead of a traceback.
+
+Constructs receive the frozen dataclasses below; they never read context themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, TypeVar
+
+from aws_cdk.aws_logs import RetentionDays
+
+from trn_burnin.catalog import CATALOG, InstanceSpec, apply_overrides, find_by_instance_type
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake; the message is the whole story."""
+
+
+ORCHESTRATORS = ("eks", "slurm")
+FSX_THROUGHPUTS_MBPS_PER_TIB = (125, 250, 500, 1000)
+FSX_METADATA_MODES = ("AUTOMATIC", "USER_PROVISIONED")
+FSX_METADATA_IOPS_STEPS = (1500, 3000, 6000, 12000)
+FSX_METADATA_IOPS_MAX = 192000
+REMOVAL_POLICIES = ("retain", "destroy")
+# The retention periods CloudWatch Logs accepts, in days.
+LOG_RETENTION: Mapping[int, RetentionDays] = {
+    1: RetentionDays.ONE_DAY, 3: RetentionDays.THREE_DAYS, 5: RetentionDays.FIVE_DAYS,
+    7: RetentionDays.ONE_WEEK, 14: RetentionDays.TWO_WEEKS, 30: RetentionDays.ONE_MONTH,
+    60: RetentionDays.TWO_MONTHS, 90: RetentionDays.THREE_MONTHS, 120: RetentionDays.FOUR_MONTHS,
+    150: RetentionDays.FIVE_MONTHS, 180: RetentionDays.SIX_MONTHS, 365: RetentionDays.ONE_YEAR,
+    400: RetentionDays.THIRTEEN_MONTHS, 545: RetentionDays.EIGHTEEN_MONTHS,
+    731: RetentionDays.TWO_YEARS, 1096: RetentionDays.THREE_YEARS, 1827: RetentionDays.FIVE_YEARS,
+    2192: RetentionDays.SIX_YEARS, 2557: RetentionDays.SEVEN_YEARS,
+    2922: RetentionDays.EIGHT_YEARS, 3288: RetentionDays.NINE_YEARS,
+    3653: RetentionDays.TEN_YEARS,
+}  # fmt: skip
+
+# Availability Zone names of regions that offer Trainium. Names (not IDs) differ in mapping per
+# account but the set of letters per region is fixed, so this is enough to reject a typo at synth
+# time without an AWS call. A region not listed here gets a format check only.
+REGION_AZ_LETTERS: Mapping[str, str] = {
+    "us-east-1": "abcdef",
+    "us-east-2": "abc",
+    "us-west-2": "abcd",
+    "ap-northeast-1": "acd",
+    "ap-south-1": "abc",
+    "ap-southeast-2": "abc",
+    "ap-southeast-4": "abc",
+    "eu-north-1": "abc",
+    "sa-east-1": "abc",
+}
+
+_SUBNET_ID = r"subnet-[0-9a-f]{8}([0-9a-f]{9})?"
+
+_CATALOG_OVERRIDE_KEYS = {
+    "instanceType": "instance_type",
+    "ultraserverType": "ultraserver_type",
+    "efaNetworkCards": "efa_network_cards",
+}
+
+
+@dataclass(frozen=True)
+class CapacityConfig:
+    """The Capacity Block the cluster runs in."""
+
+    instance: InstanceSpec
+    instance_count: int
+    reservation_id: str
+
+    @property
+    def ultraserver_count(self) -> int:
+        return self.instance_count // self.instance.instances_per_ultraserver
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where the cluster lives. ``vpc_id`` None means the kit builds the VPC."""
+
+    availability_zone: str
+    secondary_availability_zone: str
+    vpc_cidr: str
+    vpc_id: str | None
+    compute_subnet_id: str | None
+    secondary_subnet_id: str | None
+
+    @property
+    def availability_zones(self) -> tuple[str, str]:
+        """The capacity AZ first: it hosts the NAT gateway and every endpoint."""
+        return (self.availability_zone, self.secondary_availability_zone)
+
+
+@dataclass(frozen=True)
+class FsxConfig:
+    storage_capacity_gib: int
+    throughput_mbps_per_tib: int
+    metadata_mode: str
+    metadata_iops: int | None
+    efa_enabled: bool
+    s3_path: str | None
+    s3_file_system_path: str
+    removal_policy: str
+    mount_dir: str
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    account: str
+    region: str
+    orchestrator: str
+    capacity: CapacityConfig
+    network: NetworkConfig
+    fsx: FsxConfig
+    log_retention: RetentionDays
+    tags: Mapping[str, str]
+
+
+def _fail(setting: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"setting '{setting}': got {value!r}; allowed: {allowed}")
+
+
+class _Context:
+    """Typed access to raw context values, each read producing a one-line error on bad input."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self._raw = raw
+
+    def _get(self, name: str, default: Any) -> Any:
+        value = self._raw.get(name, default)
+        return default if value is None else value
+
+    def string(self, name: str, default: str = "") -> str:
+        value = self._get(name, default)
+        if not isinstance(value, str):
+            raise _fail(name, value, "a string")
+        return value.strip()
+
+    def optional_string(self, name: str) -> str | None:
+        return self.string(name) or None
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.string(name, default)
+        if value not in choices:
+            raise _fail(name, value, " or ".join(choices))
+        return value
+
+    def integer(self, name: str, default: int) -> int:
+        value = self._get(name, default)
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(name, value, "a whole number")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, default)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise _fail(name, value, "true or false")
+        return value
+
+    def mapping(self, name: str, value_check: Callable[[Any], bool], allowed: str) -> dict:
+        value = self._get(name, {})
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError:
+                raise _fail(name, value, allowed) from None
+        if not isinstance(value, dict) or not all(value_check(v) for v in value.values()):
+            raise _fail(name, value, allowed)
+        return value
+
+    def matching(self, name: str, pattern: str, allowed: str, default: str = "") -> str:
+        value = self.string(name, default)
+        if not re.fullmatch(pattern, value):
+            raise _fail(name, value, allowed)
+        return value
+
+
+# Every setting the kit reads, with its default; cdk.json carries the same names.
+SETTINGS: Mapping[str, Any] = {
+    "account": None,
+    "region": None,
+    "orchestrator": "slurm",
+    "instanceType": "trn2.48xlarge",
+    "instanceCount": 1,
+    "capacityReservationId": None,
+    "availabilityZone": None,
+    "secondaryAvailabilityZone": "",
+    "vpcCidr": "10.0.0.0/16",
+    "vpcId": "",
+    "computeSubnetId": "",
+    "secondarySubnetId": "",
+    "fsxStorageCapacityGiB": 1200,
+    "fsxThroughputMBpsPerTiB": 250,
+    "fsxMetadataMode": "AUTOMATIC",
+    "fsxMetadataIops": 0,
+    "fsxEfaEnabled": False,
+    "fsxS3Path": "",
+    "fsxS3FileSystemPath": "/s3",
+    "fsxRemovalPolicy": "retain",
+    "fsxMountDir": "/fsx",
+    "logRetentionDays": 90,
+    "catalogOverrides": {},
+    "tags": {},
+}
+
+
+def _check_unknown_settings(raw: Mapping[str, Any]) -> None:
+    # CDK's own context keys carry ':', '@' or '/', so a plain camelCase key we do not know is a
+    # typo, e.g. `-c instanceTyep=...`, which would otherwise be silently ignored.
+    for key in raw:
+        if re.fullmatch(r"[a-z][A-Za-z0-9]*", key) and key not in SETTINGS:
+            raise ConfigError(
+                f"setting '{key}' is not a setting of this kit; known settings: "
+                + ", ".join(SETTINGS)
+            )
+
+
+def _parse_catalog(ctx: _Context) -> Mapping[str, InstanceSpec]:
+    overrides = ctx.mapping(
+        "catalogOverrides",
+        lambda v: isinstance(v, dict) and set(v) <= set(_CATALOG_OVERRIDE_KEYS),
+        f"an object keyed by catalog entry ({', '.join(CATALOG)}) whose values set "
+        f"{', '.join(_CATALOG_OVERRIDE_KEYS)}",
+    )
+    unknown = sorted(set(overrides) - set(CATALOG))
+    if unknown:
+        raise _fail("catalogOverrides", unknown[0], f"catalog entries {', '.join(CATALOG)}")
+    renamed = {
+        key: {_CATALOG_OVERRIDE_KEYS[field]: value for field, value in fields.items()}
+        for key, fields in overrides.items()
+    }
+    for key, fields in renamed.items():
+        cards = fields.get("efa_network_cards")
+        if cards is not None and not (isinstance(cards, int) and 1 <= cards <= 32):
+            raise _fail(f"catalogOverrides.{key}.efaNetworkCards", cards, "a whole number 1-32")
+    return apply_overrides(renamed)
+
+
+def _parse_capacity(ctx: _Context, catalog: Mapping[str, InstanceSpec]) -> CapacityConfig:
+    known = ", ".join(spec.instance_type for spec in catalog.values())
+    instance_type = ctx.string("instanceType", SETTINGS["instanceType"])
+    instance = find_by_instance_type(instance_type, catalog)
+    if instance is None:
+        raise _fail("instanceType", instance_type, known)
+    count = ctx.integer("instanceCount", SETTINGS["instanceCount"])
+    size = instance.instances_per_ultraserver
+    if count < 1 or count % size:
+        allowed = "a whole number >= 1"
+        if size > 1:
+            allowed = (
+                f"a multiple of {size}: {instance_type} comes in {instance.ultraserver_type} "
+                f"UltraServers of {size} instances, so counts must fill whole UltraServers "
+                f"({size}, {2 * size}, {3 * size}, ...)"
+            )
+        raise _fail("instanceCount", count, allowed)
+    reservation_id = ctx.matching(
+        "capacityReservationId",
+        r"cr-[0-9a-f]{17}",
+        "a Capacity Block reservation id: 'cr-' followed by 17 lowercase hex digits",
+    )
+    return CapacityConfig(instance=instance, instance_count=count, reservation_id=reservation_id)
+
+
+def _az_allowed(region: str) -> str:
+    letters = REGION_AZ_LETTERS.get(region)
+    if letters:
+        return "one of " + ", ".join(region + letter for letter in letters)
+    return f"an Availability Zone name of {region} ({region} followed by one letter)"
+
+
+def _parse_az(ctx: _Context, name: str, region: str, default: str = "") -> str:
+    az = ctx.string(name) or default
+    letters = REGION_AZ_LETTERS.get(region, "abcdefghijklmnopqrstuvwxyz")
+    if not (az.startswith(region) and len(az) == len(region) + 1 and az[-1] in letters):
+        raise _fail(name, az, _az_allowed(region))
+    return az
+
+
+def _parse_network(ctx: _Context, region: str) -> NetworkConfig:
+    az = _parse_az(ctx, "availabilityZone", region)
+    # EKS needs subnets in two AZs; the second one carries no Trainium capacity.
+    default_secondary = next(
+        (region + letter for letter in REGION_AZ_LETTERS.get(region, "") if region + letter != az),
+        "",
+    )
+    secondary = _parse_az(ctx, "secondaryAvailabilityZone", region, default_secondary)
+    if secondary == az:
+        raise _fail(
+            "secondaryAvailabilityZone", secondary, f"an AZ of {region} other than {az}"
+        )
+    cidr = ctx.matching(
+        "vpcCidr",
+        r"10\.\d{1,3}\.0\.0/16|172\.(1[6-9]|2\d|3[01])\.0\.0/16|192\.168\.0\.0/16",
+        "a private /16 IPv4 block such as 10.0.0.0/16",
+        SETTINGS["vpcCidr"],
+    )
+    vpc_id = ctx.matching(
+        "vpcId", r"(vpc-[0-9a-f]{8}([0-9a-f]{9})?)?", "empty (build a VPC) or a VPC id vpc-..."
+    )
+    subnet_ids = {}
+    for name, subnet_az in (("computeSubnetId", az), ("secondarySubnetId", secondary)):
+        if vpc_id:
+            subnet_ids[name] = ctx.matching(
+                name, _SUBNET_ID, f"a subnet id subnet-... in {subnet_az} (required with vpcId)"
+            )
+        else:
+            ctx.matching(name, "", "empty unless vpcId is set")
+    return NetworkConfig(
+        availability_zone=az,
+        secondary_availability_zone=secondary,
+        vpc_cidr=cidr,
+        vpc_id=vpc_id or None,
+        compute_subnet_id=subnet_ids.get("computeSubnetId"),
+        secondary_subnet_id=subnet_ids.get("secondarySubnetId"),
+    )
+
+
+def _parse_fsx(ctx: _Context) -> FsxConfig:
+    capacity = ctx.integer("fsxStorageCapacityGiB", SETTINGS["fsxStorageCapacityGiB"])
+    if not (capacity in (1200, 2400) or (capacity > 0 and capacity % 2400 == 0)):
+        raise _fail("fsxStorageCapacityGiB", capacity, "1200, 2400, or a multiple of 2400")
+    throughput = ctx.integer("fsxThroughputMBpsPerTiB", SETTINGS["fsxThroughputMBpsPerTiB"])
+    if throughput not in FSX_THROUGHPUTS_MBPS_PER_TIB:
+        raise _fail(
+            "fsxThroughputMBpsPerTiB", throughput, ", ".join(map(str, FSX_THROUGHPUTS_MBPS_PER_TIB))
+        )
+    mode = ctx.choice("fsxMetadataMode", FSX_METADATA_MODES, SETTINGS["fsxMetadataMode"])
+    iops = ctx.integer("fsxMetadataIops", SETTINGS["fsxMetadataIops"])
+    if mode == "USER_PROVISIONED":
+        if not (
+            iops in FSX_METADATA_IOPS_STEPS
+            or (0 < iops <= FSX_METADATA_IOPS_MAX and iops % 12000 == 0)
+        ):
+            raise _fail(
+                "fsxMetadataIops",
+                iops,
+                "1500, 3000, 6000, 12000, or a multiple of 12000 up to 192000 "
+                "(with fsxMetadataMode=USER_PROVISIONED)",
+            )
+    elif iops:
+        raise _fail("fsxMetadataIops", iops, "0 unless fsxMetadataMode is USER_PROVISIONED")
+    s3_path = ctx.matching(
+        "fsxS3Path",
+        r"(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?)?",
+        "empty (no S3 link) or an S3 URI s3://bucket[/prefix]",
+    )
+    absolute_path = r"/[A-Za-z0-9._/-]*"
+    return FsxConfig(
+        storage_capacity_gib=capacity,
+        throughput_mbps_per_tib=throughput,
+        metadata_mode=mode,
+        metadata_iops=iops or None,
+        efa_enabled=ctx.boolean("fsxEfaEnabled", SETTINGS["fsxEfaEnabled"]),
+        s3_path=s3_path or None,
+        s3_file_system_path=ctx.matching(
+            "fsxS3FileSystemPath",
+            absolute_path,
+            "an absolute path inside the file system such as /s3",
+            SETTINGS["fsxS3FileSystemPath"],
+        ),
+        removal_policy=ctx.choice("fsxRemovalPolicy", REMOVAL_POLICIES, SETTINGS["fsxRemovalPolicy"]),
+        mount_dir=ctx.matching(
+            "fsxMountDir", absolute_path, "an absolute path such as /fsx", SETTINGS["fsxMountDir"]
+        ),
+    )
+
+
+def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
+    """Validate raw context values (from cdk.json and -c) into a ClusterConfig."""
+    _check_unknown_settings(raw)
+    ctx = _Context(raw)
+    account = ctx.matching("account", r"\d{12}", "a 12-digit AWS account id")
+    region = ctx.matching(
+        "region", r"[a-z]{2}(-gov)?-[a-z]+-\d", "an AWS region name such as us-east-2"
+    )
+    orchestrator = ctx.choice("orchestrator", ORCHESTRATORS, SETTINGS["orchestrator"])
+    catalog = _parse_catalog(ctx)
+    retention = ctx.integer("logRetentionDays", SETTINGS["logRetentionDays"])
+    if retention not in LOG_RETENTION:
+        raise _fail("logRetentionDays", retention, ", ".join(map(str, LOG_RETENTION)))
+    tags = ctx.mapping(
+        "tags",
+        lambda v: isinstance(v, str) and len(v) <= 256,
+        "an object of string tag values, e.g. {\"team\": \"ml-platform\"}",
+    )
+    return ClusterConfig(
+        account=account,
+        region=region,
+        orchestrator=orchestrator,
+        capacity=_parse_capacity(ctx, catalog),
+        network=_parse_network(ctx, region),
+        fsx=_parse_fsx(ctx),
+        log_retention=LOG_RETENTION[retention],
+        tags=tags,
+    )

@@ -1,0 +1,107 @@
+"""Shared synthesis fixtures: each stack variant is synthesized once per test session (per worker).
+
+Synthesis runs entirely offline: the context below is cdk.json's, so tests see exactly what
+`make synth` sees, plus the overrides a variant names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# jsii starts Node when aws_cdk is imported: use the pinned Node 22 even when pytest is run by hand.
+os.environ["PATH"] = f"{REPO / 'node_modules' / '.bin'}{os.pathsep}{os.environ['PATH']}"
+
+import pytest  # noqa: E402
+from aws_cdk import App  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from stacks.app import add_stacks  # noqa: E402
+
+CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+
+# Named variants every template-level check (nag, cfn-lint, snapshot) runs over.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "imported-vpc": {
+        "vpcId": "vpc-0a1b2c3d4e5f60718",
+        "computeSubnetId": "subnet-0a1b2c3d4e5f60718",
+        "secondarySubnetId": "subnet-0f1e2d3c4b5a69788",
+    },
+    "trn2u-fsx-full": {
+        "instanceType": "trn2u.48xlarge",
+        "instanceCount": 8,
+        "fsxStorageCapacityGiB": 4800,
+        "fsxThroughputMBpsPerTiB": 1000,
+        "fsxMetadataMode": "USER_PROVISIONED",
+        "fsxMetadataIops": 12000,
+        "fsxEfaEnabled": True,
+        "fsxS3Path": "s3://example-training-data/datasets",
+        "fsxRemovalPolicy": "destroy",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """One synthesized app: its assembly directory and the cluster stack's template."""
+
+    outdir: Path
+    stack_name: str
+    template_json: dict
+
+    @property
+    def template(self) -> Template:
+        return Template.from_json(self.template_json)
+
+    def templates(self) -> dict[str, dict]:
+        """Every template in the assembly, nested stacks included."""
+        return {
+            path.name: json.loads(path.read_text()) for path in self.outdir.glob("*.template.json")
+        }
+
+    def validation_report(self) -> dict:
+        return json.loads((self.outdir / "validation-report.json").read_text())
+
+
+def context_with(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {**CDK_CONTEXT, **overrides}
+
+
+@cache
+def _synth(overrides_json: str) -> Synthesized:
+    outdir = Path(tempfile.mkdtemp(prefix="cdk-out-"))
+    app = App(context=context_with(json.loads(overrides_json)), outdir=str(outdir))
+    stack = add_stacks(app)
+    app.synth()
+    return Synthesized(
+        outdir=outdir,
+        stack_name=stack.stack_name,
+        template_json=json.loads((outdir / f"{stack.artifact_id}.template.json").read_text()),
+    )
+
+
+def synth(**overrides: Any) -> Synthesized:
+    """Synthesize the app with cdk.json context plus ``overrides`` (cached per override set)."""
+    return _synth(json.dumps(overrides, sort_keys=True))
+
+
+def synth_variant(name: str) -> Synthesized:
+    return synth(**VARIANTS[name])
+
+
+@pytest.fixture(scope="module")
+def default_stack() -> Synthesized:
+    return synth_variant("default")
+
+
+def mask_asset_hashes(text: str) -> str:
+    """Asset hashes change with any byte of bundled code; snapshots should not."""
+    return re.sub(r"[0-9a-f]{64}", "<asset-hash>", text)

@@ -1,0 +1,194 @@
+"""Configuration parsing: defaults, -c string forms, overrides, and every validation message."""
+
+import pytest
+from aws_cdk.aws_logs import RetentionDays
+
+from tests.conftest import context_with
+from trn_constructs.config import ConfigError, parse_config
+
+
+def parse(**overrides):
+    return parse_config(context_with(overrides))
+
+
+def error_of(**overrides) -> str:
+    with pytest.raises(ConfigError) as raised:
+        parse(**overrides)
+    return str(raised.value)
+
+
+def test_defaults_from_cdk_json():
+    config = parse()
+    assert config.orchestrator == "slurm"
+    assert config.capacity.instance.key == "trn3-gen1"
+    assert config.capacity.instance_count == 4
+    assert config.capacity.ultraserver_count == 1
+    assert config.network.availability_zones == ("us-east-2b", "us-east-2a")
+    assert config.network.vpc_id is None
+    assert config.fsx.removal_policy == "retain"
+    assert config.log_retention == RetentionDays.THREE_MONTHS
+
+
+def test_command_line_strings_are_coerced():
+    # `-c name=value` delivers strings.
+    config = parse(
+        instanceType="trn2.48xlarge",
+        instanceCount="3",
+        fsxEfaEnabled="true",
+        fsxStorageCapacityGiB="4800",
+        tags='{"team": "ml"}',
+    )
+    assert config.capacity.instance_count == 3
+    assert config.fsx.efa_enabled is True
+    assert config.fsx.storage_capacity_gib == 4800
+    assert config.tags == {"team": "ml"}
+
+
+def test_catalog_override_renames_uncertain_trn3_type():
+    config = parse(
+        catalogOverrides={"trn3-gen1": {"instanceType": "trn3u.48xlarge", "efaNetworkCards": 8}},
+        instanceType="trn3u.48xlarge",
+    )
+    assert config.capacity.instance.key == "trn3-gen1"
+    assert config.capacity.instance.instance_type == "trn3u.48xlarge"
+    assert config.capacity.instance.efa_network_cards == 8
+
+
+def test_imported_vpc():
+    config = parse(
+        vpcId="vpc-0a1b2c3d4e5f60718",
+        computeSubnetId="subnet-0a1b2c3d4e5f60718",
+        secondarySubnetId="subnet-0f1e2d3c4b5a69788",
+    )
+    assert config.network.vpc_id == "vpc-0a1b2c3d4e5f60718"
+    assert config.network.compute_subnet_id == "subnet-0a1b2c3d4e5f60718"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"instanceType": "p5.48xlarge"},
+            "setting 'instanceType': got 'p5.48xlarge'; allowed: trn2.48xlarge, "
+            "trn2u.48xlarge, trn3.48xlarge, trn3p.16xlarge",
+        ),
+        (
+            {"instanceType": "trn2u.48xlarge", "instanceCount": 6},
+            "setting 'instanceCount': got 6; allowed: a multiple of 4: trn2u.48xlarge comes in "
+            "u-trn2x64 UltraServers of 4 instances, so counts must fill whole UltraServers "
+            "(4, 8, 12, ...)",
+        ),
+        (
+            {"instanceType": "trn2.48xlarge", "instanceCount": 0},
+            "setting 'instanceCount': got 0; allowed: a whole number >= 1",
+        ),
+        (
+            {"instanceCount": "four"},
+            "setting 'instanceCount': got 'four'; allowed: a whole number",
+        ),
+        (
+            {"fsxStorageCapacityGiB": 3600},
+            "setting 'fsxStorageCapacityGiB': got 3600; allowed: 1200, 2400, or a multiple of 2400",
+        ),
+        (
+            {"fsxThroughputMBpsPerTiB": 200},
+            "setting 'fsxThroughputMBpsPerTiB': got 200; allowed: 125, 250, 500, 1000",
+        ),
+        (
+            {"availabilityZone": "us-west-2a"},
+            "setting 'availabilityZone': got 'us-west-2a'; allowed: one of us-east-2a, "
+            "us-east-2b, us-east-2c",
+        ),
+        (
+            {"availabilityZone": "us-east-2d"},
+            "setting 'availabilityZone': got 'us-east-2d'; allowed: one of us-east-2a, "
+            "us-east-2b, us-east-2c",
+        ),
+        (
+            {"capacityReservationId": "cr-12345"},
+            "setting 'capacityReservationId': got 'cr-12345'; allowed: a Capacity Block "
+            "reservation id: 'cr-' followed by 17 lowercase hex digits",
+        ),
+        (
+            {"orchestrator": "kubernetes"},
+            "setting 'orchestrator': got 'kubernetes'; allowed: eks or slurm",
+        ),
+        (
+            {"account": "12345"},
+            "setting 'account': got '12345'; allowed: a 12-digit AWS account id",
+        ),
+        (
+            {"secondaryAvailabilityZone": "us-east-2b"},
+            "setting 'secondaryAvailabilityZone': got 'us-east-2b'; allowed: an AZ of us-east-2 "
+            "other than us-east-2b",
+        ),
+        (
+            {"vpcId": "vpc-0a1b2c3d4e5f60718"},
+            "setting 'computeSubnetId': got ''; allowed: a subnet id subnet-... in us-east-2b "
+            "(required with vpcId)",
+        ),
+        (
+            {"computeSubnetId": "subnet-0a1b2c3d4e5f60718"},
+            "setting 'computeSubnetId': got 'subnet-0a1b2c3d4e5f60718'; allowed: empty unless "
+            "vpcId is set",
+        ),
+        (
+            {"fsxMetadataMode": "USER_PROVISIONED", "fsxMetadataIops": 5000},
+            "setting 'fsxMetadataIops': got 5000; allowed: 1500, 3000, 6000, 12000, or a multiple "
+            "of 12000 up to 192000 (with fsxMetadataMode=USER_PROVISIONED)",
+        ),
+        (
+            {"fsxMetadataIops": 3000},
+            "setting 'fsxMetadataIops': got 3000; allowed: 0 unless fsxMetadataMode is "
+            "USER_PROVISIONED",
+        ),
+        (
+            {"fsxS3Path": "bucket/prefix"},
+            "setting 'fsxS3Path': got 'bucket/prefix'; allowed: empty (no S3 link) or an S3 URI "
+            "s3://bucket[/prefix]",
+        ),
+        (
+            {"fsxRemovalPolicy": "snapshot"},
+            "setting 'fsxRemovalPolicy': got 'snapshot'; allowed: retain or destroy",
+        ),
+        (
+            {"fsxEfaEnabled": "yes"},
+            "setting 'fsxEfaEnabled': got 'yes'; allowed: true or false",
+        ),
+        (
+            {"logRetentionDays": 45},
+            "setting 'logRetentionDays': got 45; allowed: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, "
+            "180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653",
+        ),
+        (
+            {"catalogOverrides": {"trn4": {"instanceType": "trn4.48xlarge"}}},
+            "setting 'catalogOverrides': got 'trn4'; allowed: catalog entries trn2, trn2u, "
+            "trn3-gen1, trn3-gen2",
+        ),
+        (
+            {"catalogOverrides": {"trn3-gen1": {"chips": 32}}},
+            "setting 'catalogOverrides': got {'trn3-gen1': {'chips': 32}}; allowed: an object "
+            "keyed by catalog entry (trn2, trn2u, trn3-gen1, trn3-gen2) whose values set "
+            "instanceType, ultraserverType, efaNetworkCards",
+        ),
+        (
+            {"tags": "{not json"},
+            "setting 'tags': got '{not json'; allowed: an object of string tag values, "
+            'e.g. {"team": "ml-platform"}',
+        ),
+    ],
+)
+def test_invalid_values_name_setting_value_and_allowed(overrides, message):
+    assert error_of(**overrides) == message
+
+
+def test_unknown_setting_is_a_typo_not_ignored():
+    message = error_of(instanceTyep="trn2.48xlarge")
+    assert message.startswith(
+        "setting 'instanceTyep' is not a setting of this kit; known settings: account, region,"
+    )
+
+
+def test_cdk_internal_context_keys_are_not_settings():
+    config = parse(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
+    assert config.account == "123456789012"
