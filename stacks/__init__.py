@@ -1,0 +1,1 @@
+"""Stacks compose the constructs under constructs/ (imported as trn_constructs)."""
