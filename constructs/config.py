@@ -32,6 +32,8 @@ FSX_METADATA_MODES = ("AUTOMATIC", "USER_PROVISIONED")
 FSX_METADATA_IOPS_STEPS = (1500, 3000, 6000, 12000)
 FSX_METADATA_IOPS_MAX = 192000
 REMOVAL_POLICIES = ("retain", "destroy")
+# 1.34 is the first release the Neuron DRA driver and UltraServer operator support.
+EKS_KUBERNETES_VERSIONS = ("1.34", "1.35")
 # The retention periods CloudWatch Logs accepts, in days.
 LOG_RETENTION: Mapping[int, RetentionDays] = {
     1: RetentionDays.ONE_DAY, 3: RetentionDays.THREE_DAYS, 5: RetentionDays.FIVE_DAYS,
@@ -113,6 +115,22 @@ class FsxConfig:
 
 
 @dataclass(frozen=True)
+class EksConfig:
+    kubernetes_version: str
+    admin_role_arn: str | None
+    public_access_cidrs: tuple[str, ...]  # empty: the API endpoint is private only
+    system_node_instance_type: str
+    system_node_count: int
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    head_node_instance_type: str
+    additional_policy_arns: tuple[str, ...]  # attached to head and compute nodes
+    provider_lambda_role_arn: str | None  # for ParallelCluster's provider functions
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     account: str
     region: str
@@ -122,6 +140,8 @@ class ClusterConfig:
     fsx: FsxConfig
     log_retention: RetentionDays
     tags: Mapping[str, str]
+    eks: EksConfig
+    slurm: SlurmConfig
 
 
 def _fail(setting: str, value: Any, allowed: str) -> ConfigError:
@@ -180,6 +200,17 @@ class _Context:
             raise _fail(name, value, allowed)
         return value
 
+    def string_list(self, name: str, pattern: str, allowed: str) -> tuple[str, ...]:
+        """A JSON list, or a comma-separated string as typed with -c."""
+        value = self._get(name, [])
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list) or not all(
+            isinstance(item, str) and re.fullmatch(pattern, item) for item in value
+        ):
+            raise _fail(name, value, allowed)
+        return tuple(value)
+
     def matching(self, name: str, pattern: str, allowed: str, default: str = "") -> str:
         value = self.string(name, default)
         if not re.fullmatch(pattern, value):
@@ -213,7 +244,18 @@ SETTINGS: Mapping[str, Any] = {
     "logRetentionDays": 90,
     "catalogOverrides": {},
     "tags": {},
+    "eksKubernetesVersion": "1.34",
+    "eksAdminRoleArn": "",
+    "eksPublicAccessCidrs": [],
+    "eksSystemNodeInstanceType": "m7i.xlarge",
+    "eksSystemNodeCount": 2,
+    "slurmHeadNodeInstanceType": "m7i.2xlarge",
+    "slurmAdditionalPolicyArns": [],
+    "slurmProviderLambdaRoleArn": "",
 }
+
+_ROLE_ARN = r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+"
+_INSTANCE_TYPE = r"[a-z][a-z0-9-]*\.[a-z0-9]+"
 
 
 def _check_unknown_settings(raw: Mapping[str, Any]) -> None:
@@ -377,6 +419,54 @@ def _parse_fsx(ctx: _Context) -> FsxConfig:
     )
 
 
+def _parse_eks(ctx: _Context) -> EksConfig:
+    count = ctx.integer("eksSystemNodeCount", SETTINGS["eksSystemNodeCount"])
+    if not 1 <= count <= 10:
+        raise _fail("eksSystemNodeCount", count, "a whole number 1-10")
+    return EksConfig(
+        kubernetes_version=ctx.choice(
+            "eksKubernetesVersion", EKS_KUBERNETES_VERSIONS, SETTINGS["eksKubernetesVersion"]
+        ),
+        admin_role_arn=ctx.matching(
+            "eksAdminRoleArn", f"({_ROLE_ARN})?", "empty or an IAM role ARN arn:aws:iam::<account>:role/<name>"
+        )
+        or None,
+        public_access_cidrs=ctx.string_list(
+            "eksPublicAccessCidrs",
+            r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}",
+            "a list of IPv4 CIDR blocks allowed to reach the public API endpoint "
+            "(empty: private endpoint only)",
+        ),
+        system_node_instance_type=ctx.matching(
+            "eksSystemNodeInstanceType",
+            _INSTANCE_TYPE,
+            "an EC2 instance type such as m7i.xlarge",
+            SETTINGS["eksSystemNodeInstanceType"],
+        ),
+        system_node_count=count,
+    )
+
+
+def _parse_slurm(ctx: _Context) -> SlurmConfig:
+    return SlurmConfig(
+        head_node_instance_type=ctx.matching(
+            "slurmHeadNodeInstanceType",
+            _INSTANCE_TYPE,
+            "an EC2 instance type such as m7i.2xlarge",
+            SETTINGS["slurmHeadNodeInstanceType"],
+        ),
+        additional_policy_arns=ctx.string_list(
+            "slurmAdditionalPolicyArns",
+            r"arn:aws[a-z-]*:iam::(aws|\d{12}):policy/[\w+=,.@/-]+",
+            "a list of IAM policy ARNs",
+        ),
+        provider_lambda_role_arn=ctx.matching(
+            "slurmProviderLambdaRoleArn", f"({_ROLE_ARN})?", "empty or an IAM role ARN"
+        )
+        or None,
+    )
+
+
 def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
     """Validate raw context values (from cdk.json and -c) into a ClusterConfig."""
     _check_unknown_settings(raw)
@@ -404,4 +494,6 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
         fsx=_parse_fsx(ctx),
         log_retention=LOG_RETENTION[retention],
         tags=tags,
+        eks=_parse_eks(ctx),
+        slurm=_parse_slurm(ctx),
     )

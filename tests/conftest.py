@@ -29,7 +29,8 @@ CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["conte
 
 # Named variants every template-level check (nag, cfn-lint, snapshot) runs over.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": {},  # orchestrator slurm, as in cdk.json
+    "eks": {"orchestrator": "eks"},
     "imported-vpc": {
         "vpcId": "vpc-0a1b2c3d4e5f60718",
         "computeSubnetId": "subnet-0a1b2c3d4e5f60718",

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from cfnlint.api import ManualArgs, lint
+from syrupy.extensions.json import JSONSnapshotExtension
 
 from tests.conftest import VARIANTS, mask_asset_hashes, synth_variant
 
@@ -38,6 +39,7 @@ def test_cfn_lint_reports_no_errors(variant):
 
 
 def test_snapshot(variant, snapshot):
-    name, synthesized = variant
-    masked = mask_asset_hashes(json.dumps(synthesized.template_json, indent=1, sort_keys=True))
-    assert json.loads(masked) == snapshot(name=name)
+    # One JSON file per variant under __snapshots__/, reviewable as a CloudFormation diff.
+    _, synthesized = variant
+    masked = mask_asset_hashes(json.dumps(synthesized.template_json, sort_keys=True))
+    assert json.loads(masked) == snapshot.use_extension(JSONSnapshotExtension)

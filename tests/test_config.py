@@ -192,3 +192,44 @@ def test_unknown_setting_is_a_typo_not_ignored():
 def test_cdk_internal_context_keys_are_not_settings():
     config = parse(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
     assert config.account == "123456789012"
+
+
+def test_orchestrator_settings_parse_lists_from_command_line_strings():
+    config = parse(
+        eksPublicAccessCidrs="203.0.113.0/24, 198.51.100.7/32",
+        eksAdminRoleArn="arn:aws:iam::123456789012:role/PlatformAdmin",
+        slurmAdditionalPolicyArns=["arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"],
+    )
+    assert config.eks.public_access_cidrs == ("203.0.113.0/24", "198.51.100.7/32")
+    assert config.eks.admin_role_arn == "arn:aws:iam::123456789012:role/PlatformAdmin"
+    assert config.eks.kubernetes_version == "1.34"
+    assert config.slurm.additional_policy_arns == ("arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess",)
+    assert config.slurm.provider_lambda_role_arn is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"eksKubernetesVersion": "1.29"},
+            "setting 'eksKubernetesVersion': got '1.29'; allowed: 1.34 or 1.35",
+        ),
+        (
+            {"eksPublicAccessCidrs": "0.0.0.0"},
+            "setting 'eksPublicAccessCidrs': got ['0.0.0.0']; allowed: a list of IPv4 CIDR blocks "
+            "allowed to reach the public API endpoint (empty: private endpoint only)",
+        ),
+        (
+            {"eksAdminRoleArn": "PlatformAdmin"},
+            "setting 'eksAdminRoleArn': got 'PlatformAdmin'; allowed: empty or an IAM role ARN "
+            "arn:aws:iam::<account>:role/<name>",
+        ),
+        (
+            {"slurmHeadNodeInstanceType": "big"},
+            "setting 'slurmHeadNodeInstanceType': got 'big'; allowed: an EC2 instance type such "
+            "as m7i.2xlarge",
+        ),
+    ],
+)
+def test_invalid_orchestrator_settings(overrides, message):
+    assert error_of(**overrides) == message
