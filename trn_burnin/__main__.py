@@ -1,0 +1,5 @@
+import sys
+
+from trn_burnin.cli import main
+
+sys.exit(main())

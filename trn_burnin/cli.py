@@ -1,0 +1,201 @@
+"""Command line: ``python -m trn_burnin run|plan|worker``. Exit 0 only when the node passes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from trn_burnin.catalog import CATALOG, InstanceSpec, apply_overrides, find_by_instance_type
+from trn_burnin.device import DeviceLayer, NeuronHost
+from trn_burnin.imds import instance_identity
+from trn_burnin.plan import DEFAULT_SHAPE, plan_gemm
+from trn_burnin.publish import DEFAULT_NAMESPACE, ClientFactory, boto3_client_factory, parse_s3_uri, put_metrics, upload_s3, write_local
+from trn_burnin.report import validate_report
+from trn_burnin.runner import RunOptions, run_burnin
+from trn_burnin.verdict import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
+from trn_burnin.workload import DEFAULT_SAMPLE_TILES
+from trn_burnin.worker import WorkerJob, run_worker
+
+DTYPES = ("bf16", "fp8", "mxfp8", "fp32")
+DEFAULT_REPEAT = 4
+DEFAULT_WARMUP_S = 30.0
+DEFAULT_DURATION_S = 180.0
+DEFAULT_OUTPUT = Path("trn-burnin-report.json")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from error
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError('expected {"<catalog key>": {"<field>": <value>}, ...}')
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _s3_uri(text: str) -> str:
+    try:
+        parse_s3_uri(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--instance-type", help="EC2 instance type (default: from instance metadata)")
+    parser.add_argument("--catalog-overrides", type=_json_object, default={}, metavar="JSON",
+                        help='catalog field overrides, e.g. \'{"trn3-gen1": {"instance_type": "trn3.48xlarge"}}\'')
+    parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="GEMM data type (default: bf16)")
+    parser.add_argument("--shape", type=_positive_int, nargs=3, metavar=("M", "K", "N"), default=list(DEFAULT_SHAPE),
+                        help="GEMM shape (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trn_burnin",
+        description="NKI GEMM burn-in of every physical NeuronCore of this Trainium node.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,plan}")
+
+    run = commands.add_parser("run", help="burn in this node and write its report; exit 0 only on pass")
+    _add_target(run)
+    run.add_argument("--instance-id", help="EC2 instance id (default: from instance metadata)")
+    run.add_argument("--ultraserver-id", help="UltraServer this node belongs to, recorded in the report")
+    run.add_argument("--repeat", type=_positive_int, default=DEFAULT_REPEAT,
+                     help="GEMMs per kernel launch (default: %(default)s)")
+    run.add_argument("--warmup", type=_seconds, default=DEFAULT_WARMUP_S, metavar="SECONDS",
+                     help="warm-up per core (default: %(default)s)")
+    run.add_argument("--duration", type=_seconds, default=DEFAULT_DURATION_S, metavar="SECONDS",
+                     help="measured time per core (default: %(default)s)")
+    run.add_argument("--sample-tiles", type=_positive_int, default=DEFAULT_SAMPLE_TILES,
+                     help="output tiles checked against float32 numpy (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=0, help="operand seed (default: %(default)s)")
+    run.add_argument("--min-peak-fraction", type=_fraction, default=DEFAULT_MIN_PEAK_FRACTION, metavar="X",
+                     help="each core must reach X of the catalog per-core peak (default: %(default)s)")
+    run.add_argument("--min-median-fraction", type=_fraction, default=DEFAULT_MIN_MEDIAN_FRACTION, metavar="Y",
+                     help="each core must reach Y of the node's median core (default: %(default)s)")
+    run.add_argument("--max-rel-error", type=float, metavar="TOL",
+                     help="max |error| / max |reference| (default per dtype: "
+                          + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_MAX_REL_ERROR.items()) + ")")
+    run.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="report path (default: %(default)s)")
+    run.add_argument("--s3-uri", type=_s3_uri, help="also upload the report under s3://bucket/prefix/")
+    run.add_argument("--cloudwatch", action="store_true", help="also put per-chip metrics to CloudWatch")
+    run.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="CloudWatch namespace (default: %(default)s)")
+    run.add_argument("--region", help="AWS region for S3 and CloudWatch (default: the SDK's)")
+
+    plan = commands.add_parser("plan", help="print the GEMM plan and its modelled arithmetic intensity")
+    _add_target(plan)
+
+    # Internal: one physical core, spawned by `run` with NEURON_RT_VISIBLE_CORES set.
+    worker = commands.add_parser("worker")
+    worker.add_argument("--core", type=int, required=True)
+    worker.add_argument("--device", type=int, required=True)
+    worker.add_argument("--job", required=True)
+    return parser
+
+
+def _resolve_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  identity: Callable[[], tuple[str, str]]) -> tuple[InstanceSpec, str]:
+    try:
+        catalog = apply_overrides(args.catalog_overrides)
+    except (ValueError, TypeError) as error:
+        parser.error(f"--catalog-overrides: {error}")
+    instance_type, instance_id = args.instance_type, getattr(args, "instance_id", None) or ""
+    if not instance_type or (hasattr(args, "instance_id") and not instance_id):
+        try:
+            found_type, found_id = identity()
+        except OSError as error:
+            parser.error(f"could not read instance metadata ({error}); pass --instance-type and --instance-id")
+        instance_type, instance_id = instance_type or found_type, instance_id or found_id
+    spec = find_by_instance_type(instance_type, catalog)
+    if spec is None:
+        known = ", ".join(e.instance_type for e in catalog.values())
+        parser.error(f"instance type {instance_type!r} is not in the catalog ({known}); "
+                     "use --catalog-overrides for a renamed type")
+    if args.dtype not in spec.core.supported_dtypes:
+        parser.error(f"--dtype {args.dtype} is not supported on NeuronCore-{spec.core.name}; "
+                     f"choose from {', '.join(spec.core.supported_dtypes)}")
+    try:
+        plan_gemm(spec.core, args.dtype, *args.shape)
+    except ValueError as error:
+        parser.error(f"--shape: {error}")
+    return spec, instance_id
+
+
+def _print_plan(spec: InstanceSpec, dtype: str, shape: Sequence[int]) -> None:
+    plan = plan_gemm(spec.core, dtype, *shape)
+    for key, value in plan.to_dict().items():
+        print(f"{key}: {value}")
+    print(f"modelled HBM bytes: {plan.hbm_bytes}")
+    print(f"modelled intensity: {plan.intensity:.0f} FLOP/byte "
+          f"(BF16 ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte:.0f})")
+
+
+def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
+         identity: Callable[[], tuple[str, str]] = instance_identity,
+         clients: ClientFactory | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        try:
+            job = WorkerJob.from_json(args.job)
+        except (ValueError, TypeError, KeyError) as error:
+            parser.error(f"--job: {error}")
+        print(json.dumps(run_worker(job, args.core, args.device).to_dict()))
+        return 0
+    spec, instance_id = _resolve_spec(parser, args, identity)
+    if args.command == "plan":
+        _print_plan(spec, args.dtype, args.shape)
+        return 0
+    thresholds = Thresholds.for_dtype(args.dtype, min_peak_fraction=args.min_peak_fraction,
+                                      min_median_fraction=args.min_median_fraction,
+                                      max_rel_error=args.max_rel_error)
+    options = RunOptions(spec, instance_id, args.ultraserver_id, args.dtype, tuple(args.shape), args.repeat,
+                         args.warmup, args.duration, args.sample_tiles, args.seed, thresholds)
+    report = run_burnin(options, host or NeuronHost())
+    problems = validate_report(report)
+    if problems:  # a bug in this package, not in the node: say so loudly
+        raise RuntimeError("report does not match its schema: " + "; ".join(problems))
+    print(f"report: {write_local(report, args.output)}")
+    clients = clients or boto3_client_factory(args.region)
+    if args.s3_uri:
+        print(f"uploaded: {upload_s3(report, args.s3_uri, clients)}")
+    if args.cloudwatch:
+        print(f"metrics: {put_metrics(report, args.namespace, clients)} to {args.namespace}")
+    failures = report["verdict"]["failures"]
+    print("PASS" if not failures else f"FAIL: {len(failures)} failure(s)")
+    for failure in failures:
+        print(f"  - {failure['message']}")
+    return 0 if not failures else 1

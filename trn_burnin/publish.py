@@ -1,0 +1,78 @@
+"""Where reports go: a local file, S3, and CloudWatch metrics under one namespace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+DEFAULT_NAMESPACE = "TrnCluster/BurnIn"
+MAX_METRICS_PER_CALL = 1000  # CloudWatch PutMetricData limit per request
+
+ClientFactory = Callable[[str], Any]  # service name -> boto3 client
+
+
+def boto3_client_factory(region: str | None = None) -> ClientFactory:
+    def create(service: str) -> Any:
+        import boto3  # only publishers need it
+
+        return boto3.client(service, region_name=region)
+
+    return create
+
+
+def report_bytes(report: Mapping[str, Any]) -> bytes:
+    return (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_local(report: Mapping[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(report_bytes(report))
+    return path
+
+
+def report_name(report: Mapping[str, Any]) -> str:
+    stamp = report["generated_at"].replace(":", "").replace("-", "")
+    return f"{report['node']['instance_id']}-{stamp}.json"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/prefix/ -> (bucket, prefix); ValueError for anything else."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"expected s3://bucket[/prefix], got {uri!r}")
+    prefix = parsed.path.lstrip("/")
+    return parsed.netloc, (prefix if not prefix or prefix.endswith("/") else prefix + "/")
+
+
+def upload_s3(report: Mapping[str, Any], uri: str, clients: ClientFactory) -> str:
+    bucket, prefix = parse_s3_uri(uri)
+    key = prefix + report_name(report)
+    clients("s3").put_object(Bucket=bucket, Key=key, Body=report_bytes(report),
+                             ContentType="application/json")
+    return f"s3://{bucket}/{key}"
+
+
+def metric_data(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per chip: achieved TFLOPS and pass (1) / fail (0); per node: pass / fail."""
+    node = report["node"]
+    base = [{"Name": "InstanceId", "Value": node["instance_id"]},
+            {"Name": "InstanceType", "Value": node["instance_type"]}]
+    data = [{"MetricName": "NodePassed", "Dimensions": base, "Unit": "Count",
+             "Value": 1.0 if report["verdict"]["passed"] else 0.0}]
+    dtype = report["workload"]["dtype"]
+    for chip in report["chips"]:
+        dims = base + [{"Name": "Device", "Value": str(chip["device"])}, {"Name": "DType", "Value": dtype}]
+        data.append({"MetricName": "ChipTFLOPS", "Dimensions": dims, "Unit": "None", "Value": chip["tflops"]})
+        data.append({"MetricName": "ChipPassed", "Dimensions": dims, "Unit": "Count",
+                     "Value": 1.0 if chip["passed"] else 0.0})
+    return data
+
+
+def put_metrics(report: Mapping[str, Any], namespace: str, clients: ClientFactory) -> int:
+    client = clients("cloudwatch")
+    data = metric_data(report)
+    for start in range(0, len(data), MAX_METRICS_PER_CALL):
+        client.put_metric_data(Namespace=namespace, MetricData=data[start:start + MAX_METRICS_PER_CALL])
+    return len(data)

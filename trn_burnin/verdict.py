@@ -1,0 +1,126 @@
+"""Pass/fail rules. Every failure is a sentence naming the core or chip, for the report."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from trn_burnin.catalog import BF16, FP8, FP32, MXFP8, InstanceSpec
+from trn_burnin.counters import CounterChange, HwErrorLine
+from trn_burnin.discovery import Topology
+from trn_burnin.measure import CoreResult
+
+# Largest |result - reference| / max|reference| over the sampled tiles. The reference multiplies the
+# same rounded inputs in float32, so BF16/FP8/FP32 differ only by FP32 accumulation order; MXFP8
+# adds the on-chip quantization of BF16 inputs to 3 mantissa bits.
+DEFAULT_MAX_REL_ERROR = {BF16: 1e-3, FP8: 1e-3, FP32: 1e-3, MXFP8: 0.1}
+DEFAULT_MIN_PEAK_FRACTION = 0.70
+DEFAULT_MIN_MEDIAN_FRACTION = 0.90
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """X, Y and the error tolerance of the verdict rules (see README)."""
+
+    min_peak_fraction: float = DEFAULT_MIN_PEAK_FRACTION  # X: of the catalog per-core peak
+    min_median_fraction: float = DEFAULT_MIN_MEDIAN_FRACTION  # Y: of the node's median core
+    max_rel_error: float = DEFAULT_MAX_REL_ERROR[BF16]
+
+    @classmethod
+    def for_dtype(cls, dtype: str, **overrides: float | None) -> "Thresholds":
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{"max_rel_error": DEFAULT_MAX_REL_ERROR[dtype], **given})
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Failure:
+    rule: str
+    message: str
+    device: int | None = None
+    core: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything one node's verdict is decided on."""
+
+    spec: InstanceSpec
+    dtype: str
+    topology: Topology
+    results: tuple[CoreResult, ...]
+    counters: tuple[CounterChange, ...] = ()
+    hw_errors: tuple[HwErrorLine, ...] = field(default=())
+
+
+def _inventory(evidence: Evidence) -> list[Failure]:
+    spec, devices = evidence.spec, evidence.topology.devices
+    failures = []
+    if len(devices) != spec.chips_per_instance:
+        found = {d.index for d in devices}
+        missing = sorted(set(range(spec.chips_per_instance)) - found)
+        detail = f"; missing device index {', '.join(map(str, missing))}" if missing else ""
+        failures.append(Failure("device_count", f"found {len(devices)} Neuron devices, {spec.instance_type} "
+                                f"should have {spec.chips_per_instance}{detail}"))
+    for device in devices:
+        if device.physical_cores != spec.neuron_cores_per_chip:
+            failures.append(Failure("core_count", f"device {device.index} has {device.physical_cores} physical "
+                                    f"NeuronCores, expected {spec.neuron_cores_per_chip}", device.index))
+    return failures
+
+
+def _core_failures(evidence: Evidence, thresholds: Thresholds) -> list[Failure]:
+    peak = evidence.spec.core.peak_tflops_per_core(evidence.dtype)
+    measured = [r for r in evidence.results if r.error is None]
+    median = statistics.median(r.tflops for r in measured) if measured else 0.0
+    failures = []
+    for r in evidence.results:
+        where = f"core {r.core} (device {r.device})"
+
+        def fail(rule: str, message: str) -> None:
+            failures.append(Failure(rule, f"{where} {message}", r.device, r.core))
+
+        if r.error is not None:
+            fail("core_error", f"did not complete the burn-in: {r.error}")
+            continue
+        if r.tflops < thresholds.min_peak_fraction * peak:
+            fail("throughput_peak", f"reached {r.tflops:.1f} TFLOPS {evidence.dtype}, below "
+                 f"{thresholds.min_peak_fraction:.0%} of the {peak:.1f} TFLOPS per-core peak")
+        if r.tflops < thresholds.min_median_fraction * median:
+            fail("throughput_outlier", f"reached {r.tflops:.1f} TFLOPS, below "
+                 f"{thresholds.min_median_fraction:.0%} of the node median {median:.1f} TFLOPS")
+        if r.nan_count or r.inf_count:
+            fail("nan_inf", f"produced {r.nan_count} NaN and {r.inf_count} Inf values")
+        if not r.max_rel_error <= thresholds.max_rel_error:
+            fail("numerical_error", f"max relative error {r.max_rel_error:.2e} exceeds the "
+                 f"{evidence.dtype} tolerance {thresholds.max_rel_error:.0e}")
+        if r.mismatched_iterations:
+            fail("repeatability", f"output was not bitwise identical across iterations "
+                 f"({r.mismatched_iterations} of {r.iterations} differed from the first)")
+    return failures
+
+
+def _hardware_failures(evidence: Evidence) -> list[Failure]:
+    failures = []
+    for c in evidence.counters:
+        if c.uncorrectable and c.after > 0:
+            during = f", {c.delta} during the burn-in" if c.delta else ", none during the burn-in"
+            failures.append(Failure("ecc_uncorrectable", f"device {c.device} {c.memory} has {c.after} "
+                                    f"uncorrectable ECC events ({c.name}){during}", c.device))
+    for e in evidence.hw_errors:
+        # nc-id in the log is the core's index on its device, not the node-wide index used above.
+        where = "the node" if e.device is None else f"device {e.device}" + (
+            "" if e.core is None else f" (nc-id {e.core})")
+        failures.append(Failure("hw_error_log", f"kernel log reports NEURON_HW_ERR={e.kind} on {where}",
+                                e.device))
+    return failures
+
+
+def evaluate(evidence: Evidence, thresholds: Thresholds) -> tuple[Failure, ...]:
+    """All failures; the node passes only if there are none."""
+    return tuple(_inventory(evidence) + _core_failures(evidence, thresholds) + _hardware_failures(evidence))
