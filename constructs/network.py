@@ -127,13 +127,20 @@ class Network(Construct):
         return vpc
 
     def _import_vpc(self, config: NetworkConfig) -> ec2.IVpc:
-        return ec2.Vpc.from_vpc_attributes(
+        vpc = ec2.Vpc.from_vpc_attributes(
             self,
             "Vpc",
             vpc_id=config.vpc_id,
             availability_zones=list(config.availability_zones),
             private_subnet_ids=[config.compute_subnet_id, config.secondary_subnet_id],
         )
+        acknowledge(
+            vpc,
+            "Construct-Annotations::@aws-cdk/aws-ec2:noSubnetRouteTableId",
+            "An imported VPC's routing is its owner's; the kit adds no routes or gateway "
+            "endpoints to it, so it never needs the route table ids",
+        )
+        return vpc
 
     def _add_endpoints(self) -> None:
         self.vpc.add_gateway_endpoint(
