@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput
 from constructs import Construct
 
+from stacks.base import KitStack
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import ClusterConfig
 from trn_constructs.network import Network
 from trn_constructs.storage import SharedFileSystem
 
 
-class TrnClusterStack(Stack):
+class TrnClusterStack(KitStack):
     """One Trainium cluster. Attributes: ``network``, ``capacity``, ``storage``."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ClusterConfig) -> None:
-        # Read by the availability_zones override, which CDK may call during construction.
-        self._availability_zones = list(config.network.availability_zones)
         super().__init__(
             scope,
             construct_id,
-            env=Environment(account=config.account, region=config.region),
+            config=config,
             description=(
                 f"Trainium cluster: {config.capacity.instance_count} x "
                 f"{config.capacity.instance.instance_type} ({config.orchestrator})"
             ),
         )
-        for key, value in config.tags.items():
-            Tags.of(self).add(key, value)
 
         self.network = Network(
             self,
@@ -48,11 +45,6 @@ class TrnClusterStack(Stack):
             efa_security_group=self.network.efa_security_group,
         )
         self._add_outputs(config)
-
-    @property
-    def availability_zones(self) -> list[str]:
-        """The configured AZs, so that no AZ lookup (an AWS call) happens at synth time."""
-        return self._availability_zones
 
     def _add_outputs(self, config: ClusterConfig) -> None:
         outputs = {
