@@ -36,34 +36,25 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(expected: str, low: float, high: float | None = None, convert: Callable = float) -> Callable:
+    """An argparse type accepting ``convert(text)`` within [low, high]."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
+_positive_int = _number("a positive integer", 1, convert=int)
+_fraction = _number("a fraction between 0 and 1", 0.0, 1.0)
+_seconds = _number("a number of seconds >= 0", 0.0)
+_tolerance = _number("a tolerance >= 0", 0.0)
 
 
 def _s3_uri(text: str) -> str:
@@ -106,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="each core must reach X of the catalog per-core peak (default: %(default)s)")
     run.add_argument("--min-median-fraction", type=_fraction, default=DEFAULT_MIN_MEDIAN_FRACTION, metavar="Y",
                      help="each core must reach Y of the node's median core (default: %(default)s)")
-    run.add_argument("--max-rel-error", type=float, metavar="TOL",
+    run.add_argument("--max-rel-error", type=_tolerance, metavar="TOL",
                      help="max |error| / max |reference| (default per dtype: "
                           + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_MAX_REL_ERROR.items()) + ")")
     run.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="report path (default: %(default)s)")
