@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
         try:
             job = WorkerJob.from_json(args.job)
         except (ValueError, TypeError, KeyError) as error:
-            parser.error(f"--job: {error}")
+            parser.error(f"--job is not a worker job ({type(error).__name__}: {error})")
         print(json.dumps(run_worker(job, args.core, args.device).to_dict()))
         return 0
     spec, instance_id = _resolve_spec(parser, args, identity)
