@@ -5,10 +5,12 @@ from __future__ import annotations
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.ami_stack import TrnAmiStack
 from stacks.cluster_stack import TrnClusterStack
 from trn_constructs.config import ClusterConfig, parse_config
 
 CLUSTER_STACK_NAME = "TrnClusterStack"
+AMI_STACK_NAME = "TrnAmiStack"
 
 
 def read_config(app: App) -> ClusterConfig:
@@ -20,5 +22,6 @@ def add_stacks(app: App) -> TrnClusterStack:
     """Add the kit's stacks to ``app`` with cdk-nag checking every one; raises ConfigError."""
     config = read_config(app)
     cluster = TrnClusterStack(app, CLUSTER_STACK_NAME, config=config)
+    TrnAmiStack(app, AMI_STACK_NAME, config=config)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return cluster

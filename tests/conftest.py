@@ -62,6 +62,9 @@ class Synthesized:
     def template(self) -> Template:
         return Template.from_json(self.template_json)
 
+    def stack_template_json(self, stack_name: str) -> dict:
+        return json.loads((self.outdir / f"{stack_name}.template.json").read_text())
+
     def templates(self) -> dict[str, dict]:
         """Every template in the assembly, nested stacks included."""
         return {
