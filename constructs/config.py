@@ -140,6 +140,8 @@ class ClusterConfig:
     fsx: FsxConfig
     log_retention: RetentionDays
     tags: Mapping[str, str]
+    # SSM parameter holding the node image id (TrnAmiStack writes one); None: AWS's Neuron image.
+    image_ssm_parameter: str | None
     eks: EksConfig
     slurm: SlurmConfig
 
@@ -244,6 +246,7 @@ SETTINGS: Mapping[str, Any] = {
     "logRetentionDays": 90,
     "catalogOverrides": {},
     "tags": {},
+    "imageSsmParameter": "",
     "eksKubernetesVersion": "1.34",
     "eksAdminRoleArn": "",
     "eksPublicAccessCidrs": [],
@@ -447,7 +450,19 @@ def _parse_eks(ctx: _Context) -> EksConfig:
     )
 
 
+# CloudWatch Logs retention periods ParallelCluster accepts: a subset of CloudWatch's own.
+SLURM_LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653)
+
+
 def _parse_slurm(ctx: _Context) -> SlurmConfig:
+    if ctx.choice("orchestrator", ORCHESTRATORS, SETTINGS["orchestrator"]) == "slurm":
+        retention = ctx.integer("logRetentionDays", SETTINGS["logRetentionDays"])
+        if retention not in SLURM_LOG_RETENTION_DAYS:
+            raise _fail(
+                "logRetentionDays",
+                retention,
+                ", ".join(map(str, SLURM_LOG_RETENTION_DAYS)) + " (ParallelCluster's choices)",
+            )
     return SlurmConfig(
         head_node_instance_type=ctx.matching(
             "slurmHeadNodeInstanceType",
@@ -494,6 +509,12 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
         fsx=_parse_fsx(ctx),
         log_retention=LOG_RETENTION[retention],
         tags=tags,
+        image_ssm_parameter=ctx.matching(
+            "imageSsmParameter",
+            r"(/[A-Za-z0-9_.-]+)*",
+            "empty (AWS's Neuron image) or an SSM parameter name such as /trn-kit/ami/slurm",
+        )
+        or None,
         eks=_parse_eks(ctx),
         slurm=_parse_slurm(ctx),
     )

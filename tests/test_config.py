@@ -211,6 +211,11 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
     ("overrides", "message"),
     [
         (
+            {"imageSsmParameter": "trn-kit/ami/slurm"},
+            "setting 'imageSsmParameter': got 'trn-kit/ami/slurm'; allowed: empty (AWS's Neuron "
+            "image) or an SSM parameter name such as /trn-kit/ami/slurm",
+        ),
+        (
             {"eksKubernetesVersion": "1.29"},
             "setting 'eksKubernetesVersion': got '1.29'; allowed: 1.34 or 1.35",
         ),
