@@ -131,6 +131,16 @@ class SlurmConfig:
 
 
 @dataclass(frozen=True)
+class BurnInConfig:
+    """How the handover gate proves the nodes (thresholds per core live in trn_burnin)."""
+
+    dtype: str
+    duration_seconds: int
+    timeout_minutes: int  # the gate's wait; CloudFormation waits at most an hour for it
+    min_healthy_fraction: float
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     account: str
     region: str
@@ -142,6 +152,7 @@ class ClusterConfig:
     tags: Mapping[str, str]
     # SSM parameter holding the node image id (TrnAmiStack writes one); None: AWS's Neuron image.
     image_ssm_parameter: str | None
+    burn_in: BurnInConfig
     eks: EksConfig
     slurm: SlurmConfig
 
@@ -181,6 +192,24 @@ class _Context:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(name, value, "a whole number")
+        return value
+
+    def fraction(self, name: str, default: float) -> float:
+        """A number in (0, 1]."""
+        given = self._get(name, default)
+        allowed = "a number greater than 0 and at most 1"
+        try:
+            value = float(given) if isinstance(given, (str, int, float)) else None
+        except ValueError:
+            value = None
+        if isinstance(given, bool) or value is None or not 0 < value <= 1:
+            raise _fail(name, given, allowed)
+        return value
+
+    def bounded_integer(self, name: str, low: int, high: int) -> int:
+        value = self.integer(name, SETTINGS[name])
+        if not low <= value <= high:
+            raise _fail(name, value, f"a whole number {low}-{high}")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -247,6 +276,10 @@ SETTINGS: Mapping[str, Any] = {
     "catalogOverrides": {},
     "tags": {},
     "imageSsmParameter": "",
+    "burnInDtype": "bf16",
+    "burnInDurationSeconds": 180,
+    "burnInTimeoutMinutes": 45,
+    "burnInMinHealthyFraction": 1.0,
     "eksKubernetesVersion": "1.34",
     "eksAdminRoleArn": "",
     "eksPublicAccessCidrs": [],
@@ -422,6 +455,18 @@ def _parse_fsx(ctx: _Context) -> FsxConfig:
     )
 
 
+def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
+    dtypes = instance.core.supported_dtypes
+    return BurnInConfig(
+        dtype=ctx.choice("burnInDtype", dtypes, SETTINGS["burnInDtype"]),
+        duration_seconds=ctx.bounded_integer("burnInDurationSeconds", 30, 3600),
+        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 10, 55),
+        min_healthy_fraction=ctx.fraction(
+            "burnInMinHealthyFraction", SETTINGS["burnInMinHealthyFraction"]
+        ),
+    )
+
+
 def _parse_eks(ctx: _Context) -> EksConfig:
     count = ctx.integer("eksSystemNodeCount", SETTINGS["eksSystemNodeCount"])
     if not 1 <= count <= 10:
@@ -500,11 +545,12 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
         lambda v: isinstance(v, str) and len(v) <= 256,
         "an object of string tag values, e.g. {\"team\": \"ml-platform\"}",
     )
+    capacity = _parse_capacity(ctx, catalog)
     return ClusterConfig(
         account=account,
         region=region,
         orchestrator=orchestrator,
-        capacity=_parse_capacity(ctx, catalog),
+        capacity=capacity,
         network=_parse_network(ctx, region),
         fsx=_parse_fsx(ctx),
         log_retention=LOG_RETENTION[retention],
@@ -515,6 +561,7 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
             "empty (AWS's Neuron image) or an SSM parameter name such as /trn-kit/ami/slurm",
         )
         or None,
+        burn_in=_parse_burn_in(ctx, capacity.instance),
         eks=_parse_eks(ctx),
         slurm=_parse_slurm(ctx),
     )

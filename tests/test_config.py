@@ -194,6 +194,14 @@ def test_cdk_internal_context_keys_are_not_settings():
     assert config.account == "123456789012"
 
 
+def test_burn_in_settings_and_trn3_mxfp8():
+    config = parse(burnInDtype="mxfp8", burnInMinHealthyFraction="0.75")
+    assert config.burn_in.dtype == "mxfp8"  # the default trn3 entry has nc_matmul_mx
+    assert config.burn_in.min_healthy_fraction == 0.75
+    assert config.burn_in.timeout_minutes == 45
+    assert config.burn_in.duration_seconds == 180
+
+
 def test_orchestrator_settings_parse_lists_from_command_line_strings():
     config = parse(
         eksPublicAccessCidrs="203.0.113.0/24, 198.51.100.7/32",
@@ -210,6 +218,19 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (
+            {"burnInDtype": "mxfp8", "instanceType": "trn2.48xlarge", "instanceCount": 1},
+            "setting 'burnInDtype': got 'mxfp8'; allowed: bf16 or fp8 or fp32",
+        ),
+        (
+            {"burnInTimeoutMinutes": 90},
+            "setting 'burnInTimeoutMinutes': got 90; allowed: a whole number 10-55",
+        ),
+        (
+            {"burnInMinHealthyFraction": "0"},
+            "setting 'burnInMinHealthyFraction': got '0'; allowed: a number greater than 0 and "
+            "at most 1",
+        ),
         (
             {"imageSsmParameter": "trn-kit/ami/slurm"},
             "setting 'imageSsmParameter': got 'trn-kit/ami/slurm'; allowed: empty (AWS's Neuron "
