@@ -8,6 +8,7 @@ from constructs import Construct
 from stacks.base import KitStack
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import ClusterConfig
+from trn_constructs.eks import EksOrchestrator
 from trn_constructs.network import Network
 from trn_constructs.storage import SharedFileSystem
 
@@ -44,6 +45,17 @@ class TrnClusterStack(KitStack):
             client_security_group=self.network.node_security_group,
             efa_security_group=self.network.efa_security_group,
         )
+        if config.orchestrator == "eks":
+            self.orchestrator = EksOrchestrator(
+                self,
+                "Eks",
+                config=config.eks,
+                network=self.network,
+                capacity=self.capacity,
+                storage=self.storage,
+                file_system_capacity_gib=config.fsx.storage_capacity_gib,
+                log_retention=config.log_retention,
+            )
         self._add_outputs(config)
 
     def _add_outputs(self, config: ClusterConfig) -> None:

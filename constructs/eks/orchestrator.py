@@ -1,0 +1,361 @@
+"""EksOrchestrator: an EKS cluster whose Trainium nodes run in the Capacity Block, with the Neuron
+and EFA device plugins, the FSx for Lustre CSI driver bound to the stack's file system, and
+Container Insights."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
+from constructs import Construct
+
+from trn_constructs.capacity import CapacityTarget
+from trn_constructs.config import EksConfig
+from trn_constructs.eks import versions
+from trn_constructs.eks.manifests import (
+    NPD_NAMESPACE,
+    NPD_SERVICE_ACCOUNT,
+    SHARED_CLAIM_NAMESPACE,
+    SHARED_VOLUME_NAME,
+    efa_chart_values,
+    neuron_chart_values,
+    shared_storage_manifests,
+)
+from trn_constructs.eks.nodes import ClusterNodes, managed_policy_finding
+from trn_constructs.findings import acknowledge
+from trn_constructs.network import Network
+from trn_constructs.storage import SharedFileSystem
+
+CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+CLOUDWATCH_NAMESPACE = "amazon-cloudwatch"
+CLOUDWATCH_SERVICE_ACCOUNT = "cloudwatch-agent"
+NEURON_HEALTH_METRICS_NAMESPACE = "NeuronHealthCheck"
+CONTROL_PLANE_LOG_TYPES = (
+    eks.ClusterLoggingTypes.API,
+    eks.ClusterLoggingTypes.AUDIT,
+    eks.ClusterLoggingTypes.AUTHENTICATOR,
+    eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
+    eks.ClusterLoggingTypes.SCHEDULER,
+)
+
+
+def endpoint_access(public_access_cidrs: tuple[str, ...]) -> eks.EndpointAccess:
+    """Private only unless the configuration names CIDRs allowed to reach the public endpoint."""
+    if not public_access_cidrs:
+        return eks.EndpointAccess.PRIVATE
+    return eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*public_access_cidrs)
+
+
+class EksOrchestrator(Construct):
+    """The EKS orchestrator (``orchestrator=eks``).
+
+    Uses ``aws_eks_v2`` (a native ``AWS::EKS::Cluster``); its kubectl provider, a Lambda function in
+    the cluster subnets, applies the Helm charts and manifests through the private endpoint.
+
+    Attributes:
+        cluster: the EKS cluster.
+        nodes: the node groups (``nodes.trainium_nodegroup``, ``nodes.system_nodegroup``).
+        update_kubeconfig_command: the command that points kubectl at the cluster.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EksConfig,
+        network: Network,
+        capacity: CapacityTarget,
+        storage: SharedFileSystem,
+        file_system_capacity_gib: int,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        # A fixed name lets the control-plane log group exist (with our retention) before EKS
+        # would create it with none.
+        cluster_name = stack.stack_name
+        control_plane_logs = logs.LogGroup(
+            self,
+            "ControlPlaneLogs",
+            log_group_name=f"/aws/eks/{cluster_name}/cluster",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        secrets_key = kms.Key(
+            self,
+            "SecretsKey",
+            description="Envelope encryption of the EKS cluster's Kubernetes secrets",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.cluster = eks.Cluster(
+            self,
+            "Cluster",
+            cluster_name=cluster_name,
+            version=eks.KubernetesVersion.of(config.kubernetes_version),
+            vpc=network.vpc,
+            vpc_subnets=[ec2.SubnetSelection(subnets=network.cluster_subnets)],
+            endpoint_access=endpoint_access(config.public_access_cidrs),
+            cluster_logging=list(CONTROL_PLANE_LOG_TYPES),
+            secrets_encryption_key=secrets_key,
+            # Managed node groups below, not Auto Mode: the Neuron DRA driver and Capacity Blocks
+            # with EFA launch templates need node groups.
+            default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
+            default_capacity=0,
+            output_config_command=False,
+            kubectl_provider_options=eks.KubectlProviderOptions(
+                kubectl_layer=KubectlV35Layer(self, "KubectlLayer")
+            ),
+        )
+        self.cluster.node.add_dependency(control_plane_logs)
+        self._acknowledge_cluster_internals()
+
+        if config.admin_role_arn:
+            self.cluster.grant_access(
+                "AdminAccess",
+                config.admin_role_arn,
+                [
+                    eks.AccessPolicy.from_access_policy_name(
+                        CLUSTER_ADMIN_POLICY, access_scope_type=eks.AccessScopeType.CLUSTER
+                    )
+                ],
+            )
+
+        self.nodes = ClusterNodes(
+            self,
+            "Nodes",
+            cluster=self.cluster,
+            network=network,
+            capacity=capacity,
+            system_instance_type=config.system_node_instance_type,
+            system_node_count=config.system_node_count,
+        )
+        self._add_addons(capacity)
+        self._add_shared_storage(storage, file_system_capacity_gib)
+
+        role_arg = f" --role-arn {config.admin_role_arn}" if config.admin_role_arn else ""
+        self.update_kubeconfig_command = (
+            f"aws eks update-kubeconfig --name {self.cluster.cluster_name} "
+            f"--region {stack.region}{role_arg}"
+        )
+        self._add_outputs()
+
+    def _add_addons(self, capacity: CapacityTarget) -> None:
+        """EKS add-ons and Helm charts; they wait for the system nodes their controllers run on."""
+        system_nodes = self.nodes.system_nodegroup
+        pod_identity_agent = self._addon("PodIdentityAgent", "eks-pod-identity-agent")
+        # Static provisioning only (see _add_shared_storage): the driver makes no AWS calls,
+        # so it gets no role.
+        self.fsx_csi_driver = self._addon("FsxCsiDriver", "aws-fsx-csi-driver")
+
+        agent_role = self._pod_role(
+            "CloudWatchAgentRole", "Container Insights agent: metrics (incl. neuron-monitor) and logs"
+        )
+        agent_role.add_managed_policy(
+            iam.ManagedPolicy.from_aws_managed_policy_name("CloudWatchAgentServerPolicy")
+        )
+        acknowledge(
+            agent_role,
+            managed_policy_finding("CloudWatchAgentServerPolicy"),
+            "CloudWatchAgentServerPolicy is the policy the CloudWatch Observability add-on documents "
+            "for its agent; AWS keeps it in step with the agent's API calls",
+        )
+        observability = self._addon("CloudWatchObservability", "amazon-cloudwatch-observability")
+        observability.node.add_dependency(
+            self._associate(
+                "CloudWatchAgentIdentity", CLOUDWATCH_NAMESPACE, CLOUDWATCH_SERVICE_ACCOUNT, agent_role
+            ),
+            pod_identity_agent,
+        )
+
+        neuron = self.cluster.add_helm_chart(
+            "NeuronChart",
+            chart="neuron-helm-chart",
+            repository=versions.NEURON_HELM_CHART,
+            version=versions.NEURON_HELM_CHART_VERSION,
+            release="neuron",
+            # The release namespace is the node problem detector's; device plugin and scheduler
+            # extension go to kube-system through the chart's own overrides.
+            namespace=NPD_NAMESPACE,
+            values=neuron_chart_values(capacity.instance_type),
+        )
+        neuron.node.add_dependency(
+            self._associate(
+                "NodeRecoveryIdentity",
+                NPD_NAMESPACE,
+                NPD_SERVICE_ACCOUNT,
+                self._node_recovery_role(),
+            ),
+            pod_identity_agent,
+        )
+        efa = self.cluster.add_helm_chart(
+            "EfaDevicePlugin",
+            chart=versions.EFA_HELM_CHART,
+            repository=versions.EFA_HELM_CHART_REPOSITORY,
+            version=versions.EFA_HELM_CHART_VERSION,
+            release=versions.EFA_HELM_CHART,
+            namespace="kube-system",
+            values=efa_chart_values(capacity.instance_type),
+        )
+        for dependent in (pod_identity_agent, self.fsx_csi_driver, observability, neuron, efa):
+            dependent.node.add_dependency(system_nodes)
+
+    def _addon(self, construct_id: str, name: str) -> eks.Addon:
+        return eks.Addon(
+            self,
+            construct_id,
+            cluster=self.cluster,
+            addon_name=name,
+            addon_version=versions.ADDON_VERSIONS[name],
+            preserve_on_delete=False,
+        )
+
+    def _node_recovery_role(self) -> iam.Role:
+        """What the Neuron node recovery agent needs to replace a node with failed Neuron hardware
+        (the Neuron documentation's policy), scoped to the Trainium node group where EC2 allows."""
+        role = self._pod_role(
+            "NodeRecoveryRole", "Neuron node problem detector: mark failed nodes unhealthy, metrics"
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["autoscaling:SetInstanceHealth"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {
+                        "autoscaling:ResourceTag/eks:nodegroup-name": (
+                            self.nodes.trainium_nodegroup.nodegroup_name
+                        )
+                    }
+                },
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["autoscaling:DescribeAutoScalingInstances", "ec2:DescribeInstances"],
+                resources=["*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"cloudwatch:namespace": NEURON_HEALTH_METRICS_NAMESPACE}
+                },
+            )
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Describe calls and PutMetricData have no resource-level permissions; SetInstanceHealth "
+            "is limited by tag to the Trainium node group's Auto Scaling group (its name is EKS's) "
+            "and PutMetricData to the NeuronHealthCheck namespace",
+        )
+        return role
+
+    def _add_shared_storage(self, storage: SharedFileSystem, capacity_gib: int) -> None:
+        """The stack's FSx for Lustre file system as a PersistentVolume and a bound claim."""
+        manifest = self.cluster.add_manifest(
+            "SharedStorage",
+            *shared_storage_manifests(
+                file_system_id=storage.file_system_id,
+                dns_name=storage.dns_name,
+                mount_name=storage.mount_name,
+                capacity_gib=capacity_gib,
+            ),
+        )
+        # The claim only binds once the CSI driver is registered.
+        manifest.node.add_dependency(self.fsx_csi_driver)
+
+    def _add_outputs(self) -> None:
+        outputs = {
+            "UpdateKubeconfigCommand": (
+                self.update_kubeconfig_command,
+                "Run to point kubectl at the cluster (private endpoint: from inside the VPC, or "
+                "from an allowed CIDR when eksPublicAccessCidrs is set)",
+            ),
+            "ClusterName": (self.cluster.cluster_name, "EKS cluster name"),
+            "TrainiumNodegroupName": (
+                self.nodes.trainium_nodegroup.nodegroup_name,
+                "Managed node group of the Trainium nodes in the Capacity Block",
+            ),
+            "SharedStorageClaim": (
+                f"{SHARED_CLAIM_NAMESPACE}/{SHARED_VOLUME_NAME}",
+                "PersistentVolumeClaim (namespace/name) bound to the FSx for Lustre file system",
+            ),
+        }
+        for name, (value, description) in outputs.items():
+            CfnOutput(Stack.of(self), name, value=value, description=description)
+
+    def _acknowledge_cluster_internals(self) -> None:
+        """Findings on resources aws-cdk-lib's EKS module creates and owns, each acknowledged next to
+        the resource it is about, with the reason it cannot change here."""
+        stack = Stack.of(self)
+        acknowledge(
+            self.cluster.node.find_child("Role"),
+            managed_policy_finding("AmazonEKSClusterPolicy"),
+            "The EKS service role needs exactly AmazonEKSClusterPolicy, which EKS documents and "
+            "AWS updates with the service",
+        )
+        provider = self.cluster.node.find_child("KubectlProvider")
+        handler = provider.node.find_child("Handler")
+        ecr_public = stack.get_logical_id(handler.node.find_child("HasEcrPublic"))
+        # aws-cdk-lib attaches the public-ECR read policy only in the aws partition.
+        conditional_ecr_public = {
+            "Fn::If": [
+                ecr_public,
+                {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
+                                   ":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"]]},
+                {"Ref": "AWS::NoValue"},
+            ]
+        }  # fmt: skip
+        for finding in (
+            managed_policy_finding("service-role/AWSLambdaBasicExecutionRole"),
+            managed_policy_finding("service-role/AWSLambdaVPCAccessExecutionRole"),
+            managed_policy_finding("AmazonEC2ContainerRegistryReadOnly"),
+            f"AwsSolutions-IAM4[Policy::{json.dumps(conditional_ecr_public, separators=(',', ':'))}]",
+        ):
+            acknowledge(
+                provider,
+                finding,
+                "aws-cdk-lib's kubectl provider attaches these managed policies: Lambda logging and "
+                "VPC networking, and image registry reads so Helm can pull OCI charts",
+            )
+        acknowledge(
+            provider,
+            f"AwsSolutions-IAM5[Resource::<{stack.get_logical_id(handler.node.default_child)}.Arn>:*]",
+            "The custom resource framework invokes any version of the kubectl handler it owns",
+        )
+        acknowledge(
+            provider,
+            "AwsSolutions-L1",
+            "aws-cdk-lib picks the kubectl handler's Python runtime (the newest its layers support)",
+        )
+
+    def _pod_role(self, construct_id: str, description: str) -> iam.Role:
+        """A role that EKS Pod Identity hands to one service account."""
+        return iam.Role(
+            self,
+            construct_id,
+            assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com").with_session_tags(),
+            description=description,
+        )
+
+    def _associate(
+        self, construct_id: str, namespace: str, service_account: str, role: iam.Role
+    ) -> eks.CfnPodIdentityAssociation:
+        return eks.CfnPodIdentityAssociation(
+            self,
+            construct_id,
+            cluster_name=self.cluster.cluster_name,
+            namespace=namespace,
+            service_account=service_account,
+            role_arn=role.role_arn,
+        )
