@@ -10,11 +10,12 @@ from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import EksOrchestrator
 from trn_constructs.network import Network
+from trn_constructs.slurm import SlurmOrchestrator
 from trn_constructs.storage import SharedFileSystem
 
 
 class TrnClusterStack(KitStack):
-    """One Trainium cluster. Attributes: ``network``, ``capacity``, ``storage``."""
+    """One Trainium cluster. Attributes: ``network``, ``capacity``, ``storage``, ``orchestrator``."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ClusterConfig) -> None:
         super().__init__(
@@ -55,6 +56,18 @@ class TrnClusterStack(KitStack):
                 storage=self.storage,
                 file_system_capacity_gib=config.fsx.storage_capacity_gib,
                 log_retention=config.log_retention,
+            )
+        if config.orchestrator == "slurm":
+            self.orchestrator = SlurmOrchestrator(
+                self,
+                "Slurm",
+                config=config.slurm,
+                capacity=self.capacity,
+                network=self.network,
+                storage=self.storage,
+                mount_dir=config.fsx.mount_dir,
+                log_retention=config.log_retention,
+                tags=config.tags,
             )
         self._add_outputs(config)
 

@@ -1,0 +1,188 @@
+"""The ParallelCluster cluster configuration, generated from typed inputs.
+
+This module is the only source of the cluster's configuration: `cluster_configuration` returns the
+document ParallelCluster's custom resource takes as ``ClusterConfiguration`` (the YAML of `pcluster
+create-cluster`, as an object). Values may be literal strings or CloudFormation tokens; nothing here
+resolves them. The tests load the result with ParallelCluster's own schema, at the version pinned in
+``parallelcluster-version`` next to this file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+# The one pin of ParallelCluster: the provider template version and the schema the tests load.
+PCLUSTER_VERSION = (Path(__file__).parent / "parallelcluster-version").read_text().strip()
+
+# ParallelCluster's name for Ubuntu 24.04, the OS of the Neuron DLAMI the compute nodes boot.
+NODE_OS = "ubuntu2404"
+QUEUE_NAME = "trainium"
+SHARED_STORAGE_NAME = "fsx"
+
+# Queue and compute resource names: lowercase letters, digits and hyphens, at most 25 characters.
+_RESOURCE_NAME_MAX = 25
+# Cluster names: a letter, then letters, digits and hyphens, at most 60 characters.
+_CLUSTER_NAME_MAX = 60
+
+
+@dataclass(frozen=True)
+class CustomAction:
+    """A script ParallelCluster runs on a node (``s3://`` or ``https://`` URI) and its arguments."""
+
+    script: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSpec:
+    """What the head node and the queue both have: placement, groups, policies, a setup hook."""
+
+    instance_type: str
+    subnet_id: str
+    security_group_ids: tuple[str, ...]
+    policy_arns: tuple[str, ...]
+    on_node_configured: CustomAction | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadNodeSpec(NodeSpec):
+    ssh_allowed_sources: str  # a CIDR or a prefix list id; ParallelCluster's default is 0.0.0.0/0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainiumQueueSpec(NodeSpec):
+    instance_count: int
+    reservation_id: str
+    ami: str | None  # None: ParallelCluster's own AMI for NODE_OS
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    region: str
+    head_node: HeadNodeSpec
+    queue: TrainiumQueueSpec
+    file_system_id: str
+    mount_dir: str
+    log_retention_days: int
+    tags: Mapping[str, str]
+
+
+def cluster_name(stack_name: str) -> str:
+    """A valid ParallelCluster name derived from, and different from, the stack's name.
+
+    ParallelCluster creates a stack of its own named after the cluster, so the two must differ.
+    """
+    name = re.sub(r"[^A-Za-z0-9-]", "-", stack_name)
+    if not name[:1].isalpha():
+        name = "c-" + name
+    suffix = "-slurm"
+    return name[: _CLUSTER_NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def compute_resource_name(instance_type: str) -> str:
+    """``trn2.48xlarge`` -> ``trn2-48xlarge``: an instance type as a ParallelCluster name."""
+    return re.sub(r"[^a-z0-9]+", "-", instance_type.lower()).strip("-")[:_RESOURCE_NAME_MAX]
+
+
+def cluster_configuration(spec: ClusterSpec) -> dict[str, Any]:
+    return {
+        "Region": spec.region,
+        "Image": {"Os": NODE_OS},
+        # IMDSv2 only, on every node.
+        "Imds": {"ImdsSupport": "v2.0"},
+        "HeadNode": _head_node(spec.head_node),
+        # Slurm accounting stays off: no SlurmSettings.Database, so no database to run.
+        "Scheduling": {"Scheduler": "slurm", "SlurmQueues": [_trainium_queue(spec.queue)]},
+        "SharedStorage": [
+            {
+                "Name": SHARED_STORAGE_NAME,
+                "StorageType": "FsxLustre",
+                "MountDir": spec.mount_dir,
+                "FsxLustreSettings": {"FileSystemId": spec.file_system_id},
+            }
+        ],
+        "Monitoring": {
+            "Logs": {
+                "CloudWatch": {"Enabled": True, "RetentionInDays": spec.log_retention_days}
+            }
+        },
+        "Tags": [{"Key": key, "Value": value} for key, value in sorted(spec.tags.items())],
+    }
+
+
+def _head_node(head: HeadNodeSpec) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "InstanceType": head.instance_type,
+        "Networking": {
+            "SubnetId": head.subnet_id,
+            "AdditionalSecurityGroups": list(head.security_group_ids),
+        },
+        # No key pair: people connect with Session Manager. ParallelCluster still opens port 22 to
+        # AllowedIps (0.0.0.0/0 unless set), so the allowed sources are set explicitly.
+        "Ssh": {"AllowedIps": head.ssh_allowed_sources},
+        "LocalStorage": {"RootVolume": {"Encrypted": True}},
+        "Imds": {"Secured": True},
+    }
+    node.update(_iam(head))
+    node.update(_custom_actions(head))
+    return node
+
+
+def _trainium_queue(queue: TrainiumQueueSpec) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "Name": QUEUE_NAME,
+        "CapacityType": "CAPACITY_BLOCK",
+        "ComputeResources": [
+            {
+                "Name": compute_resource_name(queue.instance_type),
+                "InstanceType": queue.instance_type,
+                # A Capacity Block's instances are all static: ParallelCluster requires Min = Max.
+                "MinCount": queue.instance_count,
+                "MaxCount": queue.instance_count,
+                "Efa": {"Enabled": True},
+                "CapacityReservationTarget": {"CapacityReservationId": queue.reservation_id},
+            }
+        ],
+        "Networking": {
+            "SubnetIds": [queue.subnet_id],
+            "AdditionalSecurityGroups": list(queue.security_group_ids),
+            # The block's instances are already placed; a placement group can only fail the launch.
+            "PlacementGroup": {"Enabled": False},
+        },
+        "ComputeSettings": {"LocalStorage": {"RootVolume": {"Encrypted": True}}},
+    }
+    if queue.ami is not None:
+        spec["Image"] = {"CustomAmi": queue.ami}
+    spec.update(_iam(queue))
+    spec.update(_custom_actions(queue))
+    return spec
+
+
+def _iam(node: NodeSpec) -> dict[str, Any]:
+    iam: dict[str, Any] = {}
+    if node.policy_arns:
+        iam["AdditionalIamPolicies"] = [{"Policy": arn} for arn in node.policy_arns]
+    action = node.on_node_configured
+    bucket = _s3_bucket(action.script) if action else None
+    if bucket:
+        # The node downloads its custom action script itself.
+        iam["S3Access"] = [{"BucketName": bucket, "EnableWriteAccess": False}]
+    return {"Iam": iam} if iam else {}
+
+
+def _custom_actions(node: NodeSpec) -> dict[str, Any]:
+    action = node.on_node_configured
+    if action is None:
+        return {}
+    script: dict[str, Any] = {"Script": action.script}
+    if action.args:
+        script["Args"] = list(action.args)
+    return {"CustomActions": {"OnNodeConfigured": script}}
+
+
+def _s3_bucket(uri: str) -> str | None:
+    match = re.match(r"s3://([^/]+)/", uri)
+    return match.group(1) if match else None

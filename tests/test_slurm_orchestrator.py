@@ -1,0 +1,256 @@
+"""Slurm orchestrator wiring: the provider nested stack, the cluster resource, its configuration."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from aws_cdk import App, Fn
+from aws_cdk.assertions import Match, Template
+
+from stacks.cluster_stack import TrnClusterStack
+from tests.conftest import context_with, synth, synth_variant
+from trn_constructs.capacity import CapacityTarget
+from trn_constructs.config import parse_config
+from trn_constructs.slurm import NEURON_DLAMI_SSM_PARAMETER, PCLUSTER_VERSION
+
+POLICY = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
+ROLE = "arn:aws:iam::123456789012:role/pcluster-provider"
+
+
+def cluster_resource(template: Template) -> dict:
+    (resource,) = template.find_resources("Custom::PclusterCluster").values()
+    return resource
+
+
+def logical_id(template: Template, resource_type: str, prefix: str) -> str:
+    (found,) = [k for k in template.find_resources(resource_type) if k.startswith(prefix)]
+    return found
+
+
+@pytest.fixture(scope="module")
+def template(default_stack) -> Template:
+    return default_stack.template
+
+
+@pytest.fixture(scope="module")
+def configuration(template) -> dict:
+    return cluster_resource(template)["Properties"]["ClusterConfiguration"]
+
+
+def test_provider_is_parallelclusters_regional_template_at_the_pinned_version(template):
+    template.resource_count_is("AWS::CloudFormation::Stack", 1)
+    template.has_resource_properties(
+        "AWS::CloudFormation::Stack",
+        {
+            "TemplateURL": {
+                "Fn::Sub": "https://${AWS::Region}-aws-parallelcluster.s3.${AWS::Region}."
+                f"${{AWS::URLSuffix}}/parallelcluster/{PCLUSTER_VERSION}/templates/"
+                "custom_resource/cluster.yaml"
+            },
+            # Defaults: ParallelCluster's own Lambda role, no extra policies.
+            "Parameters": Match.absent(),
+        },
+    )
+    assert PCLUSTER_VERSION.startswith("3.")
+
+
+def test_cluster_resource_uses_the_provider_and_its_own_name(template):
+    provider = logical_id(template, "AWS::CloudFormation::Stack", "SlurmProvider")
+    properties = cluster_resource(template)["Properties"]
+    assert properties["ServiceToken"] == {"Fn::GetAtt": [provider, "Outputs.ServiceToken"]}
+    # ParallelCluster creates a stack named after the cluster: it must not be this stack's name.
+    assert properties["ClusterName"] == "TrnClusterStack-slurm"
+
+
+def test_queue_fills_the_capacity_block_with_efa_and_no_placement_group(template, configuration):
+    scheduling = configuration["Scheduling"]
+    assert scheduling["Scheduler"] == "slurm"
+    assert "SlurmSettings" not in scheduling  # no accounting database
+    (queue,) = scheduling["SlurmQueues"]
+    assert queue["CapacityType"] == "CAPACITY_BLOCK"
+    (resource,) = queue["ComputeResources"]
+    assert resource == {
+        "Name": "trn3-48xlarge",
+        "InstanceType": "trn3.48xlarge",
+        "MinCount": 4,
+        "MaxCount": 4,
+        "Efa": {"Enabled": True},
+        "CapacityReservationTarget": {"CapacityReservationId": "cr-0123456789abcdef0"},
+    }
+    subnet = logical_id(template, "AWS::EC2::Subnet", "NetworkVpcComputeSubnet1")
+    node_sg = logical_id(template, "AWS::EC2::SecurityGroup", "NetworkNodeSecurityGroup")
+    efa_sg = logical_id(template, "AWS::EC2::SecurityGroup", "NetworkEfaSecurityGroup")
+    assert queue["Networking"] == {
+        "SubnetIds": [{"Ref": subnet}],
+        "AdditionalSecurityGroups": [
+            {"Fn::GetAtt": [node_sg, "GroupId"]},
+            {"Fn::GetAtt": [efa_sg, "GroupId"]},
+        ],
+        "PlacementGroup": {"Enabled": False},
+    }
+    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"] == {"Encrypted": True}
+
+
+def test_compute_nodes_boot_the_neuron_dlami_resolved_at_deploy_time(configuration):
+    assert configuration["Image"] == {"Os": "ubuntu2404"}
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    assert queue["Image"] == {"CustomAmi": f"{{{{resolve:ssm:{NEURON_DLAMI_SSM_PARAMETER}}}}}"}
+    assert "ubuntu-24.04" in NEURON_DLAMI_SSM_PARAMETER
+
+
+def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, configuration):
+    head = configuration["HeadNode"]
+    subnet = logical_id(template, "AWS::EC2::Subnet", "NetworkVpcComputeSubnet1")
+    node_sg = logical_id(template, "AWS::EC2::SecurityGroup", "NetworkNodeSecurityGroup")
+    assert head["InstanceType"] == "m7i.2xlarge"
+    assert head["Networking"] == {
+        "SubnetId": {"Ref": subnet},
+        "AdditionalSecurityGroups": [{"Fn::GetAtt": [node_sg, "GroupId"]}],
+    }
+    assert head["Imds"] == {"Secured": True}
+    assert configuration["Imds"] == {"ImdsSupport": "v2.0"}
+    assert head["LocalStorage"]["RootVolume"] == {"Encrypted": True}
+    # No key pair, and SSH allowed only from an empty prefix list: port 22 is closed.
+    prefix_list = logical_id(template, "AWS::EC2::PrefixList", "SlurmSshAllowList")
+    assert head["Ssh"] == {"AllowedIps": {"Fn::GetAtt": [prefix_list, "PrefixListId"]}}
+    template.has_resource_properties("AWS::EC2::PrefixList", {"Entries": [], "MaxEntries": 1})
+    assert head["Iam"]["AdditionalIamPolicies"] == [
+        {
+            "Policy": {
+                "Fn::Join": [
+                    "",
+                    [
+                        "arn:",
+                        {"Ref": "AWS::Partition"},
+                        ":iam::aws:policy/AmazonSSMManagedInstanceCore",
+                    ],
+                ]
+            }
+        }
+    ]
+
+
+def test_validation_hooks_are_absent_until_the_burn_in_provides_them(configuration):
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    assert "CustomActions" not in configuration["HeadNode"]
+    assert "CustomActions" not in queue
+    assert "Iam" not in queue  # nothing to download, no extra policies
+
+
+def test_fsx_logs_and_tags(template, configuration):
+    file_system = logical_id(template, "AWS::FSx::FileSystem", "StorageFileSystem")
+    assert configuration["SharedStorage"] == [
+        {
+            "Name": "fsx",
+            "StorageType": "FsxLustre",
+            "MountDir": "/fsx",
+            "FsxLustreSettings": {"FileSystemId": {"Ref": file_system}},
+        }
+    ]
+    assert configuration["Monitoring"] == {
+        "Logs": {"CloudWatch": {"Enabled": True, "RetentionInDays": 90}}
+    }
+    assert configuration["Tags"] == [{"Key": "project", "Value": "trn-cluster"}]
+    assert configuration["Region"] == "us-east-2"
+
+
+def test_cluster_waits_for_network_routes_and_the_file_system(template):
+    depends_on = cluster_resource(template)["DependsOn"]
+    assert logical_id(template, "AWS::FSx::FileSystem", "StorageFileSystem") in depends_on
+    route = logical_id(template, "AWS::EC2::Route", "NetworkVpcComputeSubnet1DefaultRoute")
+    assert route in depends_on
+    assert any(d.startswith("NetworkVpcSsmMessages") for d in depends_on)
+
+
+def test_outputs_name_the_cluster_and_how_to_connect(template):
+    cluster = logical_id(template, "Custom::PclusterCluster", "SlurmCluster")
+    provider = logical_id(template, "AWS::CloudFormation::Stack", "SlurmProvider")
+    head_node = {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
+    template.has_output("SlurmClusterName", {"Value": "TrnClusterStack-slurm"})
+    template.has_output("SlurmHeadNodeInstanceId", {"Value": head_node})
+    template.has_output(
+        "SlurmConnectCommand",
+        {
+            "Value": {
+                "Fn::Join": [
+                    "",
+                    ["aws ssm start-session --target ", head_node, " --region us-east-2"],
+                ]
+            }
+        },
+    )
+    template.has_output(
+        "SlurmNodeLogGroupPrefix", {"Value": "/aws/parallelcluster/TrnClusterStack-slurm"}
+    )
+    template.has_output(
+        "SlurmProviderLogGroupArn", {"Value": {"Fn::GetAtt": [provider, "Outputs.LogGroupArn"]}}
+    )
+    outputs = template.to_json()["Outputs"]
+    assert all(outputs[name]["Description"] for name in outputs if name.startswith("Slurm"))
+
+
+def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
+    synthesized = synth(slurmAdditionalPolicyArns=[POLICY])
+    template = synthesized.template
+    configuration = cluster_resource(template)["Properties"]["ClusterConfiguration"]
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    assert queue["Iam"] == {"AdditionalIamPolicies": [{"Policy": POLICY}]}
+    assert {"Policy": POLICY} in configuration["HeadNode"]["Iam"]["AdditionalIamPolicies"]
+    attach = logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmProviderAttachNodePolicies")
+    template.has_resource_properties(
+        "AWS::CloudFormation::Stack", {"Parameters": {"AdditionalIamPolicies": {"Ref": attach}}}
+    )
+    template.has_resource_properties(
+        "AWS::IAM::ManagedPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
+                        "Effect": "Allow",
+                        "Condition": {"ArnEquals": {"iam:PolicyARN": [POLICY]}},
+                        "Resource": "arn:aws:iam::123456789012:role/parallelcluster/*",
+                    }
+                ]
+            }
+        },
+    )
+    report = synthesized.validation_report()
+    assert [v for plugin in report["pluginReports"] for v in plugin["violations"]] == []
+
+
+def test_a_custom_provider_role_replaces_the_attach_policy():
+    template = synth(slurmAdditionalPolicyArns=[POLICY], slurmProviderLambdaRoleArn=ROLE).template
+    template.has_resource_properties(
+        "AWS::CloudFormation::Stack", {"Parameters": {"CustomLambdaRole": ROLE}}
+    )
+    template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
+
+
+def test_an_imported_vpc_passes_its_subnet_id_through():
+    configuration = cluster_resource(synth_variant("imported-vpc").template)["Properties"][
+        "ClusterConfiguration"
+    ]
+    assert configuration["HeadNode"]["Networking"]["SubnetId"] == "subnet-0a1b2c3d4e5f60718"
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    assert queue["Networking"]["SubnetIds"] == ["subnet-0a1b2c3d4e5f60718"]
+
+
+def test_a_reservation_known_only_at_deploy_time_flows_into_the_queue(monkeypatch):
+    # A block the kit buys itself has its id only at deploy time: the capacity seam carries a token.
+    existing = CapacityTarget.existing
+    monkeypatch.setattr(
+        CapacityTarget,
+        "existing",
+        lambda capacity, az: replace(
+            existing(capacity, az), reservation_id=Fn.import_value("PurchasedBlockId")
+        ),
+    )
+    stack = TrnClusterStack(App(), "Probe", config=parse_config(context_with({})))
+    properties = cluster_resource(Template.from_stack(stack))["Properties"]
+    (queue,) = properties["ClusterConfiguration"]["Scheduling"]["SlurmQueues"]
+    (resource,) = queue["ComputeResources"]
+    assert resource["CapacityReservationTarget"] == {
+        "CapacityReservationId": {"Fn::ImportValue": "PurchasedBlockId"}
+    }
