@@ -1,0 +1,95 @@
+"""Validate cluster configurations with ParallelCluster's own code, offline.
+
+Runs under the ParallelCluster virtual environment (`.venv-pcluster/bin/python`), never the kit's:
+`aws-parallelcluster` pins CDK v1 and jsii 1.85. Reads JSON from stdin,
+
+    {"configs": [{"label": str, "cluster_name": str, "config": {...cluster configuration...}}]}
+
+and writes JSON to stdout: the installed ParallelCluster version and, per label, the errors found by
+
+1. `ClusterSchema(cluster_name=...).load(config)`, exactly how pcluster loads a configuration file
+   (every field, type, allowed value and cross-field check of the schema);
+2. those of pcluster's own configuration validators that need no AWS call: cluster, queue, compute
+   resource and storage names, and the Capacity Block size rules (MinCount = MaxCount > 0).
+
+Every AWS API call is refused before it leaves the process (pcluster tries to cache capacity
+reservations while loading); the refused operations are reported, so a new one shows up in review.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import botocore.client
+from botocore.exceptions import ClientError
+
+_refused: list[str] = []
+
+
+def _refuse(_client, operation_name, _params):
+    _refused.append(operation_name)
+    error = {"Error": {"Code": "OfflineValidation", "Message": "no AWS calls"}}
+    raise ClientError(error, operation_name)
+
+
+botocore.client.BaseClient._make_api_call = _refuse
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+logging.disable(logging.WARNING)  # pcluster logs every refused call
+
+from marshmallow import ValidationError  # noqa: E402
+from pcluster.schemas.cluster_schema import ClusterSchema  # noqa: E402
+from pcluster.utils import get_installed_version  # noqa: E402
+from pcluster.validators.cluster_validators import (  # noqa: E402
+    ClusterNameValidator,
+    ComputeResourceSizeValidator,
+    NameValidator,
+    SharedStorageNameValidator,
+)
+from pcluster.validators.common import FailureLevel  # noqa: E402
+
+
+def _offline_validations(cluster_name, cluster):
+    yield ClusterNameValidator, {"name": cluster_name, "scheduling": cluster.scheduling}
+    for storage in cluster.shared_storage:
+        yield SharedStorageNameValidator, {"name": storage.name}
+    for queue in cluster.scheduling.queues:
+        yield NameValidator, {"name": queue.name}
+        for resource in queue.compute_resources:
+            yield NameValidator, {"name": resource.name}
+            yield ComputeResourceSizeValidator, {
+                "min_count": resource.min_count,
+                "max_count": resource.max_count,
+                "capacity_type": queue.capacity_type,
+            }
+
+
+def validate(cluster_name: str, config: dict) -> list[str]:
+    # pcluster reads the region from the environment while building its model.
+    os.environ["AWS_DEFAULT_REGION"] = config.get("Region", "us-east-1")
+    try:
+        cluster = ClusterSchema(cluster_name=cluster_name).load(config)
+    except ValidationError as error:
+        return [f"schema: {json.dumps(error.messages, sort_keys=True)}"]
+    errors = []
+    for validator, arguments in _offline_validations(cluster_name, cluster):
+        for failure in validator().execute(**arguments):
+            if failure.level == FailureLevel.ERROR:
+                errors.append(f"{failure.validator_type}: {failure.message}")
+    return errors
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    results = {}
+    for item in request["configs"]:
+        _refused.clear()
+        errors = validate(item["cluster_name"], item["config"])
+        results[item["label"]] = {"errors": errors, "refused_aws_calls": sorted(set(_refused))}
+    json.dump({"pcluster_version": get_installed_version(), "results": results}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
