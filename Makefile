@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup synth test clean
+.PHONY: setup synth test clean pcluster-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -22,7 +22,21 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# ParallelCluster's own schema for the Slurm tests. aws-parallelcluster pins CDK v1 and jsii 1.85,
+# so it gets a virtual environment of its own, at the version the kit deploys.
+PCLUSTER_VENV := .venv-pcluster
+PCLUSTER_VERSION_FILE := constructs/slurm/parallelcluster-version
+
+$(PCLUSTER_VENV)/.installed: $(PCLUSTER_VERSION_FILE)
+	rm -rf $(PCLUSTER_VENV)
+	$(PYTHON_BOOTSTRAP) -m venv $(PCLUSTER_VENV)
+	$(PCLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		"aws-parallelcluster==$$(cat $(PCLUSTER_VERSION_FILE))"
+	touch $@
+
+pcluster-venv: $(PCLUSTER_VENV)/.installed
+
+setup: $(VENV)/.installed node_modules/.installed $(PCLUSTER_VENV)/.installed
 
 synth: setup
 	cdk synth TrnClusterStack --quiet
