@@ -20,11 +20,12 @@ from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import LOG_RETENTION, SlurmConfig
-from trn_constructs.findings import acknowledge
+from trn_constructs.findings import acknowledge, wildcard_finding
 from trn_constructs.network import Network
 from trn_constructs.slurm.cluster_config import (
     PCLUSTER_VERSION,
     ClusterSpec,
+    CustomAction,
     HeadNodeSpec,
     TrainiumQueueSpec,
     cluster_configuration,
@@ -67,6 +68,8 @@ class SlurmOrchestrator(Construct):
         log_retention: RetentionDays,
         tags: Mapping[str, str],
         image_ssm_parameter: str | None = None,
+        compute_node_action: CustomAction | None = None,
+        compute_node_policies: tuple[iam.IManagedPolicy, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -76,7 +79,7 @@ class SlurmOrchestrator(Construct):
             self,
             "Provider",
             template_url=Fn.sub(PROVIDER_TEMPLATE_URL),
-            parameters=self._provider_parameters(config) or None,
+            parameters=self._provider_parameters(config, compute_node_policies) or None,
         )
 
         # Nothing may reach the head node's SSH port: this allow list stays empty (add a CIDR to
@@ -108,7 +111,11 @@ class SlurmOrchestrator(Construct):
                     network.efa_security_group.security_group_id,
                 ),
                 ami=image.to_string(),
-                policy_arns=config.additional_policy_arns,
+                policy_arns=(
+                    *config.additional_policy_arns,
+                    *(policy.managed_policy_arn for policy in compute_node_policies),
+                ),
+                on_node_configured=compute_node_action,
             ),
             file_system_id=storage.file_system_id,
             mount_dir=mount_dir,
@@ -131,12 +138,17 @@ class SlurmOrchestrator(Construct):
         self.head_node_instance_id = self.cluster.get_att_string("headNode.instanceId")
         self._add_outputs(stack.region)
 
-    def _provider_parameters(self, config: SlurmConfig) -> dict[str, str]:
+    def _provider_parameters(
+        self, config: SlurmConfig, kit_policies: tuple[iam.IManagedPolicy, ...]
+    ) -> dict[str, str]:
         if config.provider_lambda_role_arn:
             # The template ignores AdditionalIamPolicies with a custom role: the role's owner
             # grants whatever the provider needs, including attaching the node policies.
             return {"CustomLambdaRole": config.provider_lambda_role_arn}
-        if not config.additional_policy_arns:
+        node_policy_arns = [
+            *config.additional_policy_arns, *(p.managed_policy_arn for p in kit_policies)
+        ]
+        if not node_policy_arns:
             return {}
         # The provider's default role may attach only a fixed list of policies to the node roles
         # ParallelCluster creates (under /parallelcluster/); this lets it attach the user's too.
@@ -151,15 +163,13 @@ class SlurmOrchestrator(Construct):
                 iam.PolicyStatement(
                     actions=["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
                     resources=[node_roles],
-                    conditions={
-                        "ArnEquals": {"iam:PolicyARN": list(config.additional_policy_arns)}
-                    },
+                    conditions={"ArnEquals": {"iam:PolicyARN": node_policy_arns}},
                 )
             ],
         )
         acknowledge(
             attach,
-            f"AwsSolutions-IAM5[Resource::{node_roles}]",
+            wildcard_finding(self, node_roles),
             "ParallelCluster names node roles at deploy time under the /parallelcluster/ path; "
             "the condition limits the grant to the configured policy ARNs",
         )
