@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import CfnOutput
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.base import KitStack
@@ -11,7 +12,10 @@ from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import EksOrchestrator
 from trn_constructs.network import Network
 from trn_constructs.slurm import SlurmOrchestrator
+from trn_constructs.slurm.cluster_config import CustomAction
 from trn_constructs.storage import SharedFileSystem
+from trn_constructs.validation import BurnInArtifacts, HandoverGate
+from trn_constructs.validation.eks import EksBurnIn
 
 
 class TrnClusterStack(KitStack):
@@ -46,6 +50,22 @@ class TrnClusterStack(KitStack):
             client_security_group=self.network.node_security_group,
             efa_security_group=self.network.efa_security_group,
         )
+        self.burn_in = BurnInArtifacts(self, "BurnIn")
+        trainium_nodes = self._add_orchestrator(config)
+        self.gate = HandoverGate(
+            self,
+            "HandoverGate",
+            artifacts=self.burn_in,
+            capacity=self.capacity,
+            burn_in=config.burn_in,
+            nodes=trainium_nodes,
+            log_retention=config.log_retention,
+        )
+        self._add_outputs(config)
+
+    def _add_orchestrator(self, config: ClusterConfig) -> Construct:
+        """The configured orchestrator, with the burn-in wired into how it starts Trainium nodes;
+        returns what the handover gate must wait for."""
         if config.orchestrator == "eks":
             self.orchestrator = EksOrchestrator(
                 self,
@@ -57,19 +77,45 @@ class TrnClusterStack(KitStack):
                 file_system_capacity_gib=config.fsx.storage_capacity_gib,
                 log_retention=config.log_retention,
             )
-        if config.orchestrator == "slurm":
-            self.orchestrator = SlurmOrchestrator(
+            return EksBurnIn(
                 self,
-                "Slurm",
-                config=config.slurm,
+                "EksBurnIn",
+                cluster=self.orchestrator.cluster,
+                artifacts=self.burn_in,
                 capacity=self.capacity,
-                network=self.network,
-                storage=self.storage,
-                mount_dir=config.fsx.mount_dir,
-                log_retention=config.log_retention,
-                tags=config.tags,
-            )
-        self._add_outputs(config)
+                burn_in=config.burn_in,
+                after=[
+                    self.orchestrator.nodes.trainium_nodegroup,
+                    self.orchestrator.pod_identity_agent,
+                    *self.orchestrator.device_plugins,
+                ],
+            ).manifest
+        node_policy = iam.ManagedPolicy(
+            self,
+            "BurnInNodePolicy",
+            description="Trainium nodes: read the burn-in package, write reports and metrics",
+            statements=self.burn_in.node_statements(),
+        )
+        self.burn_in.acknowledge_node_policy(node_policy)
+        self.orchestrator = SlurmOrchestrator(
+            self,
+            "Slurm",
+            config=config.slurm,
+            capacity=self.capacity,
+            network=self.network,
+            storage=self.storage,
+            mount_dir=config.fsx.mount_dir,
+            log_retention=config.log_retention,
+            tags=config.tags,
+            image_ssm_parameter=config.image_ssm_parameter,
+            # A node that fails the burn-in fails OnNodeConfigured, so Slurm never schedules on it.
+            compute_node_action=CustomAction(
+                script=self.burn_in.bootstrap.s3_object_url,
+                args=tuple(self.burn_in.node_arguments(self.capacity, config.burn_in)),
+            ),
+            compute_node_policies=(node_policy,),
+        )
+        return self.orchestrator.cluster
 
     def _add_outputs(self, config: ClusterConfig) -> None:
         outputs = {
@@ -102,6 +148,12 @@ class TrnClusterStack(KitStack):
             "FileSystemId": (self.storage.file_system_id, "FSx for Lustre file system id"),
             "FileSystemDnsName": (self.storage.dns_name, "FSx for Lustre DNS name"),
             "FileSystemMountName": (self.storage.mount_name, "FSx for Lustre mount name"),
+            "BurnInSummary": (
+                self.gate.summary,
+                "Handover: how many Trainium nodes passed the burn-in and the median chip "
+                "throughput as a share of peak",
+            ),
+            "BurnInReports": (self.gate.report_location, "Per-node burn-in reports (JSON)"),
             "FileSystemRemovalPolicy": (
                 config.fsx.removal_policy,
                 "What cdk destroy does with the file system and its data "

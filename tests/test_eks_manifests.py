@@ -25,9 +25,10 @@ def _resolve(part: Any, tokens: list[dict]) -> str:
     if isinstance(part, str):
         return part
     tokens.append(part)
-    if "Ref" in part:
-        return TOKEN_VALUES["Ref"]
-    return TOKEN_VALUES[part["Fn::GetAtt"][1]]
+    if "Fn::GetAtt" in part:
+        return TOKEN_VALUES[part["Fn::GetAtt"][1]]
+    # File system ids and bucket names alike: a realistic name for any other reference.
+    return TOKEN_VALUES["Ref"]
 
 
 def applied_manifests(template_json: dict) -> list[tuple[list[dict], list[dict]]]:
@@ -70,12 +71,24 @@ def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_versio
             used = kubernetes_validate.validate(manifest, version, strict=True)
             assert used == version
             kinds.append(manifest["kind"])
-    assert sorted(kinds) == ["PersistentVolume", "PersistentVolumeClaim"]
+    assert sorted(kinds) == [
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace",
+        "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount",
+    ]
+
+
+def shared_storage(template_json: dict) -> tuple[list[dict], list[dict]]:
+    (found,) = [
+        (manifests, tokens)
+        for manifests, tokens in applied_manifests(template_json)
+        if manifests[0]["kind"] == "PersistentVolume"
+    ]
+    return found
 
 
 def test_the_volume_mounts_the_stacks_file_system(stack_for_version):
     _, fsx_gib, template_json = stack_for_version
-    [(manifests, tokens)] = applied_manifests(template_json)
+    manifests, tokens = shared_storage(template_json)
     volume, claim = manifests
     file_system = next(
         name
@@ -107,7 +120,12 @@ def test_the_volume_mounts_the_stacks_file_system(stack_for_version):
 def test_the_csi_driver_is_installed_before_the_volume(stack_for_version):
     _, _, template_json = stack_for_version
     resources = template_json["Resources"]
-    [manifest] = [r for r in resources.values() if r["Type"] == "Custom::AWSCDK-EKS-KubernetesResource"]
+    [manifest] = [
+        resource
+        for name, resource in resources.items()
+        if resource["Type"] == "Custom::AWSCDK-EKS-KubernetesResource"
+        and name.startswith("EksClustermanifestSharedStorage")
+    ]
     fsx_addon = next(
         name
         for name, r in resources.items()

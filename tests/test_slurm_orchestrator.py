@@ -48,8 +48,13 @@ def test_provider_is_parallelclusters_regional_template_at_the_pinned_version(te
                 f"${{AWS::URLSuffix}}/parallelcluster/{PCLUSTER_VERSION}/templates/"
                 "custom_resource/cluster.yaml"
             },
-            # Defaults: ParallelCluster's own Lambda role, no extra policies.
-            "Parameters": Match.absent(),
+            # Defaults: ParallelCluster's own Lambda role, allowed to attach the kit's burn-in
+            # node policy.
+            "Parameters": {
+                "AdditionalIamPolicies": {
+                    "Ref": Match.string_like_regexp("^SlurmProviderAttachNodePolicies")
+                }
+            },
         },
     )
     assert PCLUSTER_VERSION.startswith("3.")
@@ -131,11 +136,22 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
     ]
 
 
-def test_validation_hooks_are_absent_until_the_burn_in_provides_them(configuration):
+def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuration):
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
     assert "CustomActions" not in configuration["HeadNode"]
-    assert "CustomActions" not in queue
-    assert "Iam" not in queue  # nothing to download, no extra policies
+    action = queue["CustomActions"]["OnNodeConfigured"]
+    # The bootstrap script is a CDK asset; its arguments point it at the package and reports.
+    assert action["Script"].startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-2/")
+    assert action["Script"].endswith(".py")
+    args = action["Args"]
+    assert args[args.index("--instance-type") + 1] == "trn3.48xlarge"
+    assert args[args.index("--dtype") + 1] == "bf16"
+    assert args[args.index("--duration") + 1] == "180"
+    assert args.index("--") < args.index("--instance-type")
+    burn_in_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "BurnInNodePolicy")
+    assert queue["Iam"]["AdditionalIamPolicies"] == [{"Policy": {"Ref": burn_in_policy}}]
+    # Read-only access to the asset bucket holding the bootstrap script.
+    assert [access["EnableWriteAccess"] for access in queue["Iam"]["S3Access"]] == [False]
 
 
 def test_fsx_logs_and_tags(template, configuration):
@@ -195,7 +211,8 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
     template = synthesized.template
     configuration = cluster_resource(template)["Properties"]["ClusterConfiguration"]
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
-    assert queue["Iam"] == {"AdditionalIamPolicies": [{"Policy": POLICY}]}
+    burn_in_policy = {"Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "BurnInNodePolicy")}
+    assert queue["Iam"]["AdditionalIamPolicies"] == [{"Policy": POLICY}, {"Policy": burn_in_policy}]
     assert {"Policy": POLICY} in configuration["HeadNode"]["Iam"]["AdditionalIamPolicies"]
     attach = logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmProviderAttachNodePolicies")
     template.has_resource_properties(
@@ -209,7 +226,7 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
                     {
                         "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
                         "Effect": "Allow",
-                        "Condition": {"ArnEquals": {"iam:PolicyARN": [POLICY]}},
+                        "Condition": {"ArnEquals": {"iam:PolicyARN": [POLICY, burn_in_policy]}},
                         "Resource": "arn:aws:iam::123456789012:role/parallelcluster/*",
                     }
                 ]
@@ -225,7 +242,14 @@ def test_a_custom_provider_role_replaces_the_attach_policy():
     template.has_resource_properties(
         "AWS::CloudFormation::Stack", {"Parameters": {"CustomLambdaRole": ROLE}}
     )
-    template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
+    assert not template.find_resources(
+        "AWS::IAM::ManagedPolicy",
+        {"Properties": {"Description": Match.string_like_regexp("provider attach")}},
+    )
+    assert [
+        logical for logical in template.to_json()["Resources"]
+        if logical.startswith("SlurmProviderAttachNodePolicies")
+    ] == []
 
 
 def test_an_imported_vpc_passes_its_subnet_id_through():

@@ -37,6 +37,7 @@ ID_PREFIXES = {
     ("AWS::EC2::SecurityGroup", "GroupId"): "sg",
     ("AWS::FSx::FileSystem", None): "fs",
     ("AWS::EC2::PrefixList", "PrefixListId"): "pl",
+    ("AWS::S3::Bucket", None): "trn-kit-reports",
 }
 NEURON_DLAMI_ID = "ami-0a1b2c3d4e5f60718"  # stands in for the SSM parameter
 
@@ -64,6 +65,8 @@ def deploy_time(value, resources: dict):
 
 def _physical_id(logical_id: str, attribute: str | None, resources: dict) -> str:
     resource_type = resources[logical_id]["Type"]
+    if (resource_type, attribute) == ("AWS::IAM::ManagedPolicy", None):
+        return f"arn:aws:iam::{PSEUDO_PARAMETERS['AWS::AccountId']}:policy/{logical_id}"
     prefix = ID_PREFIXES.get((resource_type, attribute))
     if prefix is None:
         raise AssertionError(f"no deploy-time stand-in for {resource_type} {attribute or 'Ref'}")

@@ -61,6 +61,8 @@ class EksOrchestrator(Construct):
     Attributes:
         cluster: the EKS cluster.
         nodes: the node groups (``nodes.trainium_nodegroup``, ``nodes.system_nodegroup``).
+        device_plugins: the Neuron and EFA device plugin charts.
+        pod_identity_agent: the add-on that hands roles to service accounts.
         update_kubeconfig_command: the command that points kubectl at the cluster.
     """
 
@@ -206,6 +208,9 @@ class EksOrchestrator(Construct):
         )
         for dependent in (pod_identity_agent, self.fsx_csi_driver, observability, neuron, efa):
             dependent.node.add_dependency(system_nodes)
+        # Workloads that claim Neuron devices or EFA interfaces wait for these.
+        self.device_plugins = (neuron, efa)
+        self.pod_identity_agent = pod_identity_agent
 
     def _addon(self, construct_id: str, name: str) -> eks.Addon:
         return eks.Addon(

@@ -1,0 +1,236 @@
+"""Validation: deliver the burn-in to every Trainium node and gate the handover on its reports.
+
+``BurnInArtifacts`` holds what nodes need (the packaged ``trn_burnin``, a bootstrap script, a
+reports bucket, the exact permissions); ``HandoverGate`` is the custom resource that makes the
+deploy wait for every node's report and fail with the failed nodes named.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import custom_resources as cr
+from constructs import Construct, IConstruct
+
+from trn_burnin.catalog import OVERRIDABLE_FIELDS
+from trn_burnin.publish import DEFAULT_NAMESPACE
+from trn_constructs.capacity import CapacityTarget
+from trn_constructs.config import BurnInConfig
+from trn_constructs.findings import (
+    BASIC_EXECUTION,
+    acknowledge,
+    acknowledge_provider_framework,
+    arn_finding,
+)
+
+HERE = Path(__file__).resolve().parent
+BURN_IN_PACKAGE_DIR = HERE.parent.parent / "trn_burnin"
+BOOTSTRAP_SCRIPT = HERE / "node" / "trn_burnin_bootstrap.py"
+REPORTS_PREFIX = "burn-in/"
+# Custom resource waits are capped by CloudFormation at one hour; keep the gate's own deadline
+# inside that so its message ("no report from i-...") wins over a generic timeout.
+GATE_MARGIN = Duration.minutes(4)
+GATE_POLL_INTERVAL = Duration.minutes(1)
+
+
+class BurnInArtifacts(Construct):
+    """What a node needs to run the burn-in and report.
+
+    Attributes:
+        package: the zipped ``trn_burnin`` package (a CDK asset, versioned with the stack).
+        bootstrap: the bootstrap script (a CDK asset), for orchestrators that fetch scripts by URI.
+        bucket, reports_prefix: where every node writes its report.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        self.package = s3_assets.Asset(
+            self, "Package", path=str(BURN_IN_PACKAGE_DIR), exclude=["__pycache__", "*.pyc"]
+        )
+        self.bootstrap = s3_assets.Asset(self, "Bootstrap", path=str(BOOTSTRAP_SCRIPT))
+        self.bucket = s3.Bucket(
+            self,
+            "Reports",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            # Reports are the evidence of what each chip did at handover; keep them.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.bucket,
+            "AwsSolutions-S1",
+            "Only the cluster's node roles write here (one object per burn-in run) and versioning "
+            "keeps every report; an access-log bucket would log little more than those writes",
+        )
+        self.reports_prefix = REPORTS_PREFIX
+
+    @property
+    def reports_uri(self) -> str:
+        return f"s3://{self.bucket.bucket_name}/{self.reports_prefix}"
+
+    def node_statements(self) -> list[iam.PolicyStatement]:
+        """Read the package and bootstrap, write reports, publish burn-in metrics; nothing more."""
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    asset.bucket.arn_for_objects(asset.s3_object_key)
+                    for asset in (self.package, self.bootstrap)
+                ],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(f"{self.reports_prefix}*")],
+            ),
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": DEFAULT_NAMESPACE}},
+            ),
+        ]
+
+    def acknowledge_node_policy(self, policy: IConstruct) -> None:
+        acknowledge(
+            policy,
+            arn_finding(self.bucket, f"/{self.reports_prefix}*"),
+            "Each node writes one report per run under the reports prefix, named by instance id",
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "PutMetricData has no resource-level permissions; the condition limits it to the "
+            "burn-in's metric namespace",
+        )
+
+    def node_arguments(
+        self, capacity: CapacityTarget, burn_in: BurnInConfig
+    ) -> list[str]:
+        """Bootstrap arguments: where things are, then the burn-in's own settings."""
+        spec = capacity.instance
+        # The node may carry an overridden (uncertain) instance type string; hand it the overrides
+        # so the burn-in finds the same catalog entry the stack used.
+        overrides = {spec.key: {field: getattr(spec, field) for field in OVERRIDABLE_FIELDS}}
+        return [
+            "--package", self.package.s3_object_url,
+            "--reports", self.reports_uri,
+            "--region", Stack.of(self).region,
+            "--",
+            "--instance-type", spec.instance_type,
+            "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
+            "--dtype", burn_in.dtype,
+            "--duration", str(burn_in.duration_seconds),
+        ]  # fmt: skip
+
+
+class HandoverGate(Construct):
+    """Completes only when every Trainium node has passed the burn-in (per minHealthyFraction).
+
+    It depends on whatever brings the nodes up, so it starts waiting once they exist; it reads S3
+    and EC2 and never changes, deletes or buys anything.
+
+    Attributes:
+        summary: one line, e.g. "4/4 nodes passed the burn-in (policy 100%); median chip
+            throughput 91.2% of peak".
+        report_location: s3:// prefix of the node reports.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        artifacts: BurnInArtifacts,
+        capacity: CapacityTarget,
+        burn_in: BurnInConfig,
+        nodes: IConstruct,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        code = lambda_.Code.from_asset(str(HERE / "handler"), exclude=["__pycache__", "*.pyc"])
+
+        def handler(construct_id: str, entry_point: str, timeout: Duration) -> lambda_.Function:
+            return lambda_.Function(
+                self,
+                construct_id,
+                runtime=lambda_.Runtime.PYTHON_3_14,
+                handler=f"index.{entry_point}",
+                code=code,
+                timeout=timeout,
+                description=f"Burn-in handover gate: {entry_point}",
+                log_group=logs.LogGroup(
+                    self,
+                    f"{construct_id}Logs",
+                    retention=log_retention,
+                    removal_policy=RemovalPolicy.DESTROY,
+                ),
+            )
+
+        on_event = handler("OnEvent", "on_event", Duration.seconds(30))
+        is_complete = handler("IsComplete", "is_complete", Duration.minutes(2))
+        for statement in (
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[artifacts.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{artifacts.reports_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[artifacts.bucket.arn_for_objects(f"{artifacts.reports_prefix}*")],
+            ),
+            iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]),
+        ):
+            is_complete.add_to_role_policy(statement)
+        acknowledge(
+            is_complete,
+            arn_finding(artifacts.bucket, f"/{artifacts.reports_prefix}*"),
+            "The gate reads every node's report under the reports prefix",
+        )
+        acknowledge(
+            is_complete,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeInstances has no resource-level permissions; the gate only lists the "
+            "instances of its Capacity Block",
+        )
+        wait = Duration.minutes(burn_in.timeout_minutes)
+        provider = cr.Provider(
+            self,
+            "Provider",
+            on_event_handler=on_event,
+            is_complete_handler=is_complete,
+            query_interval=GATE_POLL_INTERVAL,
+            total_timeout=wait.plus(GATE_MARGIN),
+        )
+        gate = CustomResource(
+            self,
+            "Resource",
+            service_token=provider.service_token,
+            resource_type="Custom::TrnBurnInGate",
+            service_timeout=wait.plus(GATE_MARGIN).plus(GATE_MARGIN),
+            properties={
+                "ReportsBucket": artifacts.bucket.bucket_name,
+                "ReportsPrefix": artifacts.reports_prefix,
+                "CapacityReservationId": capacity.reservation_id,
+                "ExpectedNodes": str(capacity.instance_count),
+                "MinHealthyFraction": str(burn_in.min_healthy_fraction),
+                "TimeoutSeconds": str(burn_in.timeout_minutes * 60),
+            },
+        )
+        gate.node.add_dependency(nodes)
+        self.summary = gate.get_att_string("Summary")
+        self.report_location = gate.get_att_string("ReportLocation")
+        for function in (on_event, is_complete):
+            acknowledge(
+                function,
+                f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+                "The basic execution policy only lets the gate write its own log streams",
+            )
+        acknowledge_provider_framework(provider, (on_event, is_complete))
