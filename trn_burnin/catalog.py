@@ -175,50 +175,43 @@ class InstanceSpec:
 # bandwidth) are overridable; the physical facts of a generation are not.
 OVERRIDABLE_FIELDS = ("instance_type", "ultraserver_type", "efa_network_cards")
 
+# A 48xlarge Trainium server: 16 chips, 16 EFA network cards at 200 Gbps, 192 vCPUs, 2 TiB.
+_TRN2 = InstanceSpec(
+    key="trn2",
+    instance_type="trn2.48xlarge",
+    ultraserver_type=None,
+    instances_per_ultraserver=1,
+    chips_per_instance=16,
+    neuron_cores_per_chip=8,
+    hbm_gib_per_chip=96,
+    efa_network_cards=16,
+    efa_gbps_per_instance=3200,
+    vcpus=192,
+    memory_gib=2048,
+    core=NEURONCORE_V3,
+)
+_TRN3_UNCERTAIN = ("instance_type", "ultraserver_type", "efa_network_cards")
+
 _ENTRIES = (
-    InstanceSpec(
-        key="trn2",
-        instance_type="trn2.48xlarge",
-        ultraserver_type=None,
-        instances_per_ultraserver=1,
-        chips_per_instance=16,
-        neuron_cores_per_chip=8,
-        hbm_gib_per_chip=96,
-        efa_network_cards=16,
-        efa_gbps_per_instance=3200,
-        vcpus=192,
-        memory_gib=2048,
-        core=NEURONCORE_V3,
-    ),
-    InstanceSpec(
+    _TRN2,
+    # The same server as a member of a 4-instance UltraServer.
+    dataclasses.replace(
+        _TRN2,
         key="trn2u",
         instance_type="trn2u.48xlarge",
         ultraserver_type="u-trn2x64",
         instances_per_ultraserver=4,
-        chips_per_instance=16,
-        neuron_cores_per_chip=8,
-        hbm_gib_per_chip=96,
-        efa_network_cards=16,
-        efa_gbps_per_instance=3200,
-        vcpus=192,
-        memory_gib=2048,
-        core=NEURONCORE_V3,
     ),
     # Trn3 UltraServer Gen1: 4 servers x 16 chips, 12,800 Gbps EFA per UltraServer.
-    InstanceSpec(
+    dataclasses.replace(
+        _TRN2,
         key="trn3-gen1",
         instance_type="trn3.48xlarge",
         ultraserver_type="u-trn3x64",
         instances_per_ultraserver=4,
-        chips_per_instance=16,
-        neuron_cores_per_chip=8,
         hbm_gib_per_chip=144,
-        efa_network_cards=16,
-        efa_gbps_per_instance=3200,
-        vcpus=192,
-        memory_gib=2048,
         core=NEURONCORE_V4,
-        uncertain=("instance_type", "ultraserver_type", "efa_network_cards"),
+        uncertain=_TRN3_UNCERTAIN,
     ),
     # Trn3 UltraServer Gen2: 36 servers x 4 chips, 28,800 Gbps EFA per UltraServer.
     InstanceSpec(
@@ -234,7 +227,7 @@ _ENTRIES = (
         vcpus=64,
         memory_gib=768,
         core=NEURONCORE_V4,
-        uncertain=("instance_type", "ultraserver_type", "efa_network_cards"),
+        uncertain=_TRN3_UNCERTAIN,
     ),
 )
 
