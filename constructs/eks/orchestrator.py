@@ -45,6 +45,34 @@ CONTROL_PLANE_LOG_TYPES = (
 )
 
 
+def pod_identity_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
+    """A role that EKS Pod Identity hands to one service account."""
+    return iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com").with_session_tags(),
+        description=description,
+    )
+
+
+def associate(
+    scope: Construct,
+    construct_id: str,
+    cluster: eks.ICluster,
+    namespace: str,
+    service_account: str,
+    role: iam.IRole,
+) -> eks.CfnPodIdentityAssociation:
+    return eks.CfnPodIdentityAssociation(
+        scope,
+        construct_id,
+        cluster_name=cluster.cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=role.role_arn,
+    )
+
+
 def endpoint_access(public_access_cidrs: tuple[str, ...]) -> eks.EndpointAccess:
     """Private only unless the configuration names CIDRs allowed to reach the public endpoint."""
     if not public_access_cidrs:
@@ -157,8 +185,10 @@ class EksOrchestrator(Construct):
         # so it gets no role.
         self.fsx_csi_driver = self._addon("FsxCsiDriver", "aws-fsx-csi-driver")
 
-        agent_role = self._pod_role(
-            "CloudWatchAgentRole", "Container Insights agent: metrics (incl. neuron-monitor) and logs"
+        agent_role = pod_identity_role(
+            self,
+            "CloudWatchAgentRole",
+            "Container Insights agent: metrics (incl. neuron-monitor) and logs",
         )
         agent_role.add_managed_policy(
             iam.ManagedPolicy.from_aws_managed_policy_name("CloudWatchAgentServerPolicy")
@@ -171,8 +201,13 @@ class EksOrchestrator(Construct):
         )
         observability = self._addon("CloudWatchObservability", "amazon-cloudwatch-observability")
         observability.node.add_dependency(
-            self._associate(
-                "CloudWatchAgentIdentity", CLOUDWATCH_NAMESPACE, CLOUDWATCH_SERVICE_ACCOUNT, agent_role
+            associate(
+                self,
+                "CloudWatchAgentIdentity",
+                self.cluster,
+                CLOUDWATCH_NAMESPACE,
+                CLOUDWATCH_SERVICE_ACCOUNT,
+                agent_role,
             ),
             pod_identity_agent,
         )
@@ -189,8 +224,10 @@ class EksOrchestrator(Construct):
             values=neuron_chart_values(capacity.instance_type),
         )
         neuron.node.add_dependency(
-            self._associate(
+            associate(
+                self,
                 "NodeRecoveryIdentity",
+                self.cluster,
                 NPD_NAMESPACE,
                 NPD_SERVICE_ACCOUNT,
                 self._node_recovery_role(),
@@ -225,8 +262,10 @@ class EksOrchestrator(Construct):
     def _node_recovery_role(self) -> iam.Role:
         """What the Neuron node recovery agent needs to replace a node with failed Neuron hardware
         (the Neuron documentation's policy), scoped to the Trainium node group where EC2 allows."""
-        role = self._pod_role(
-            "NodeRecoveryRole", "Neuron node problem detector: mark failed nodes unhealthy, metrics"
+        role = pod_identity_role(
+            self,
+            "NodeRecoveryRole",
+            "Neuron node problem detector: mark failed nodes unhealthy, metrics",
         )
         role.add_to_policy(
             iam.PolicyStatement(
@@ -342,25 +381,4 @@ class EksOrchestrator(Construct):
             provider,
             "AwsSolutions-L1",
             "aws-cdk-lib picks the kubectl handler's Python runtime (the newest its layers support)",
-        )
-
-    def _pod_role(self, construct_id: str, description: str) -> iam.Role:
-        """A role that EKS Pod Identity hands to one service account."""
-        return iam.Role(
-            self,
-            construct_id,
-            assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com").with_session_tags(),
-            description=description,
-        )
-
-    def _associate(
-        self, construct_id: str, namespace: str, service_account: str, role: iam.Role
-    ) -> eks.CfnPodIdentityAssociation:
-        return eks.CfnPodIdentityAssociation(
-            self,
-            construct_id,
-            cluster_name=self.cluster.cluster_name,
-            namespace=namespace,
-            service_account=service_account,
-            role_arn=role.role_arn,
         )

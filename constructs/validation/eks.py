@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import aws_eks_v2 as eks
-from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
+from trn_constructs.eks.orchestrator import associate, pod_identity_role
 from trn_constructs.eks.scheduling import BURN_IN_TOLERATION, LABEL_PREFIX
 from trn_constructs.validation import BOOTSTRAP_SCRIPT, BurnInArtifacts
 
@@ -147,23 +147,13 @@ class EksBurnIn(Construct):
         after: list[Construct],
     ) -> None:
         super().__init__(scope, construct_id)
-        role = iam.Role(
-            self,
-            "PodRole",
-            assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com").with_session_tags(),
-            description="Burn-in pods: read the burn-in package, write reports and metrics",
+        role = pod_identity_role(
+            self, "PodRole", "Burn-in pods: read the burn-in package, write reports and metrics"
         )
         for statement in artifacts.node_statements():
             role.add_to_policy(statement)
         artifacts.acknowledge_node_policy(role)
-        association = eks.CfnPodIdentityAssociation(
-            self,
-            "PodIdentity",
-            cluster_name=cluster.cluster_name,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            role_arn=role.role_arn,
-        )
+        association = associate(self, "PodIdentity", cluster, NAMESPACE, SERVICE_ACCOUNT, role)
         self.manifest = cluster.add_manifest(
             "BurnIn",
             *burn_in_manifests(
