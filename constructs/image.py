@@ -2,29 +2,41 @@
 
 The component documents and the pinned versions live under ``ami/`` at the repository root; this
 module only loads them, so the recipe is reviewable as plain YAML and the versions sit in one file.
+The Slurm image starts from ParallelCluster's official AMI (ParallelCluster boots nothing else),
+found at deploy time by a small read-only lookup, and bakes in the Slurm nodes' own Neuron install
+script, so its nodes start with nothing left to install.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from aws_cdk import Stack
+from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_imagebuilder as imagebuilder
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from trn_constructs.findings import acknowledge
+from trn_constructs.findings import (
+    BASIC_EXECUTION,
+    acknowledge,
+    acknowledge_provider_framework,
+)
 
 AMI_DIR = Path(__file__).resolve().parent.parent / "ami"
 COMPONENTS_DIR = AMI_DIR / "components"
 VERSIONS_FILE = AMI_DIR / "versions.json"
 BURN_IN_DIR = Path(__file__).resolve().parent.parent / "trn_burnin"
+IMAGE_LOOKUP_HANDLER_DIR = Path(__file__).resolve().parent / "image_lookup"
 
 # Where each image's AMI id lands; `imageSsmParameter` in cdk.json points the cluster at one.
 IMAGE_SSM_PARAMETERS: Mapping[str, str] = {"slurm": "/trn-kit/ami/slurm", "eks": "/trn-kit/ami/eks"}
@@ -41,6 +53,7 @@ class ImageVersions:
 
     neuron_sdk_release: str
     neuron_packages: Mapping[str, str]
+    neuron_python_packages: Mapping[str, str]
     efa_installer_version: str
     efa_installer_sha256: str
     burn_in_python_packages: Mapping[str, str]
@@ -51,6 +64,7 @@ class ImageVersions:
         return cls(
             neuron_sdk_release=raw["neuronSdkRelease"],
             neuron_packages=raw["neuronPackages"],
+            neuron_python_packages=raw["neuronPythonPackages"],
             efa_installer_version=raw["efaInstaller"]["version"],
             efa_installer_sha256=raw["efaInstaller"]["sha256"],
             burn_in_python_packages=raw["burnInPythonPackages"],
@@ -58,29 +72,50 @@ class ImageVersions:
 
 
 @dataclass(frozen=True)
+class NodeScript:
+    """A script that sets a node up, with its arguments; the same arguments plus ``--check`` only
+    verify. The neuron-node component runs it at build time and checks in the test phase."""
+
+    path: Path
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageLookup:
+    """The newest available image Amazon owns named like ``name_pattern``, found at deploy time."""
+
+    name_pattern: str
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """One image: what it starts from and which components, in order, it adds."""
+    """One image: what it starts from and which components, in order, it adds.
+
+    ``parent`` is what Image Builder takes as a parent image (an ``ssm:`` parameter, an AMI id) or
+    an image to look up.
+    """
 
     orchestrator: str
-    parent_image: str
+    parent: str | ImageLookup
     components: tuple[str, ...]
 
 
-def recipes(kubernetes_version: str) -> tuple[Recipe, ...]:
-    base = ("neuron-runtime", "efa", "lustre-client")
+def recipes(kubernetes_version: str, parallelcluster_image_name: str) -> tuple[Recipe, ...]:
+    base = ("efa", "lustre-client")
     return (
-        # ParallelCluster nodes boot the Neuron DLAMI and run the burn-in straight from the image.
+        # ParallelCluster boots only its own images and images made from them: the Slurm image is
+        # its official AMI plus what the Slurm nodes install at start, and the burn-in.
         Recipe(
             "slurm",
-            "ssm:/aws/service/neuron/dlami/base/ubuntu-24.04/latest/image_id",
-            base + ("trn-burnin",),
+            ImageLookup(parallelcluster_image_name),
+            ("neuron-node", *base, "trn-burnin"),
         ),
         # EKS nodes run the burn-in in a container, so their image carries no copy of it.
         Recipe(
             "eks",
             f"ssm:/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/x86_64/"
             "neuron/recommended/image_id",
-            base,
+            ("neuron-runtime", *base),
         ),
     )
 
@@ -109,13 +144,19 @@ class NeuronImageBuilder(Construct):
         subnet: ec2.ISubnet,
         security_group: ec2.ISecurityGroup,
         kubernetes_version: str,
+        parallelcluster_image_name: str,
+        slurm_node_script: NodeScript,
         versions: ImageVersions,
+        log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
         burn_in = s3_assets.Asset(
             self, "BurnInPackage", path=str(BURN_IN_DIR), exclude=["__pycache__", "*.pyc"]
         )
-        parameters = self._component_parameters(versions, burn_in)
+        node_script = s3_assets.Asset(self, "SlurmNodeScript", path=str(slurm_node_script.path))
+        parameters = self._component_parameters(
+            versions, burn_in, node_script, slurm_node_script.args
+        )
         components = {
             path.stem: self._component(path) for path in sorted(COMPONENTS_DIR.glob("*.yaml"))
         }
@@ -129,11 +170,14 @@ class NeuronImageBuilder(Construct):
                 iam.ManagedPolicy.from_aws_managed_policy_name(policy) for policy in MANAGED_POLICIES
             ],
         )
-        # The one object the build needs, rather than grant_read's wildcards on the asset bucket.
+        # The objects the build needs, rather than grant_read's wildcards on the asset bucket.
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
-                resources=[burn_in.bucket.arn_for_objects(burn_in.s3_object_key)],
+                resources=[
+                    asset.bucket.arn_for_objects(asset.s3_object_key)
+                    for asset in (burn_in, node_script)
+                ],
             )
         )
         for policy in MANAGED_POLICIES:
@@ -160,19 +204,79 @@ class NeuronImageBuilder(Construct):
 
         self.pipelines: dict[str, imagebuilder.CfnImagePipeline] = {}
         self.ssm_parameters: dict[str, str] = {}
-        for recipe in recipes(kubernetes_version):
+        for recipe in recipes(kubernetes_version, parallelcluster_image_name):
+            if isinstance(recipe.parent, ImageLookup):
+                parent = self._look_up(recipe.orchestrator, recipe.parent, log_retention)
+            else:
+                parent = recipe.parent
             self.pipelines[recipe.orchestrator] = self._pipeline(
-                recipe, components, parameters, infrastructure
+                recipe, parent, components, parameters, infrastructure
             )
             self.ssm_parameters[recipe.orchestrator] = IMAGE_SSM_PARAMETERS[recipe.orchestrator]
 
+    def _look_up(
+        self, orchestrator: str, lookup: ImageLookup, log_retention: logs.RetentionDays
+    ) -> str:
+        """The image's id, found when the stack is deployed (the lookup runs again only when the
+        name pattern changes, so the parent stays fixed until then)."""
+        name = f"{orchestrator.capitalize()}ParentImage"
+        # A Lambda rather than an AwsCustomResource: the API call returns every match unordered,
+        # and picking the newest needs code.
+        function = lambda_.Function(
+            self,
+            f"{name}Lookup",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="index.on_event",
+            code=lambda_.Code.from_asset(
+                str(IMAGE_LOOKUP_HANDLER_DIR), exclude=["__pycache__", "*.pyc"]
+            ),
+            timeout=Duration.minutes(1),
+            description=f"Finds the newest image named {lookup.name_pattern}",
+            log_group=logs.LogGroup(
+                self,
+                f"{name}LookupLogs",
+                retention=log_retention,
+                removal_policy=RemovalPolicy.DESTROY,
+            ),
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["ec2:DescribeImages"], resources=["*"])
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeImages has no resource-level permissions; the lookup only reads",
+        )
+        acknowledge(
+            function,
+            f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+            "The basic execution policy only lets the lookup write its own log streams",
+        )
+        provider = cr.Provider(self, f"{name}Provider", on_event_handler=function)
+        acknowledge_provider_framework(provider, (function,))
+        image = CustomResource(
+            self,
+            name,
+            service_token=provider.service_token,
+            resource_type="Custom::TrnImageLookup",
+            properties={"NamePattern": lookup.name_pattern},
+        )
+        return image.get_att_string("ImageId")
+
     @staticmethod
     def _component_parameters(
-        versions: ImageVersions, burn_in: s3_assets.Asset
+        versions: ImageVersions,
+        burn_in: s3_assets.Asset,
+        node_script: s3_assets.Asset,
+        node_script_args: tuple[str, ...],
     ) -> Mapping[str, Mapping[str, str]]:
         """Values for each component's declared parameters, all from ami/versions.json."""
         packages = versions.neuron_packages
         return {
+            "neuron-node": {
+                "NodeScriptS3Uri": node_script.s3_object_url,
+                "NodeScriptArgs": shlex.join(node_script_args),
+            },
             "neuron-runtime": {
                 "NeuronSdkRelease": versions.neuron_sdk_release,
                 "DkmsVersion": packages["aws-neuronx-dkms"],
@@ -206,18 +310,24 @@ class NeuronImageBuilder(Construct):
     def _pipeline(
         self,
         recipe: Recipe,
+        parent: str,
         components: Mapping[str, imagebuilder.CfnComponent],
         parameters: Mapping[str, Mapping[str, str]],
         infrastructure: imagebuilder.CfnInfrastructureConfiguration,
     ) -> imagebuilder.CfnImagePipeline:
         name = recipe.orchestrator.capitalize()
+        # A looked-up parent is named by its pattern: the lookup changes the parent only when the
+        # pattern changes.
+        parent_key = (
+            recipe.parent.name_pattern if isinstance(recipe.parent, ImageLookup) else recipe.parent
+        )
         image_recipe = imagebuilder.CfnImageRecipe(
             self,
             f"{name}Recipe",
             name=f"trn-kit-{recipe.orchestrator}-"
-            + _short_hash(recipe.parent_image, *(components[c].name for c in recipe.components)),
+            + _short_hash(parent_key, *(components[c].name for c in recipe.components)),
             version="1.0.0",
-            parent_image=recipe.parent_image,
+            parent_image=parent,
             components=[
                 imagebuilder.CfnImageRecipe.ComponentConfigurationProperty(
                     component_arn=components[component].attr_arn,

@@ -9,6 +9,7 @@ from stacks.base import KitStack
 from trn_constructs.config import ClusterConfig
 from trn_constructs.image import ImageVersions, NeuronImageBuilder
 from trn_constructs.network import Network
+from trn_constructs.slurm import OFFICIAL_IMAGE_NAME_PATTERN, neuron_install
 
 
 class TrnAmiStack(KitStack):
@@ -29,7 +30,10 @@ class TrnAmiStack(KitStack):
             subnet=network.compute_subnet,
             security_group=network.node_security_group,
             kubernetes_version=config.eks.kubernetes_version,
+            parallelcluster_image_name=OFFICIAL_IMAGE_NAME_PATTERN,
+            slurm_node_script=neuron_install(versions),
             versions=versions,
+            log_retention=config.log_retention,
         )
         for orchestrator, pipeline in self.images.pipelines.items():
             name = orchestrator.capitalize()

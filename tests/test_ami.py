@@ -2,12 +2,16 @@
 
 import json
 import re
+import shlex
 import subprocess
+from datetime import datetime, timezone
 
+import boto3
 import jsonschema
 import pytest
 import yaml
 from aws_cdk.assertions import Match, Template
+from botocore.stub import Stubber
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from stacks.app import AMI_STACK_NAME
@@ -16,9 +20,12 @@ from trn_constructs.image import (
     COMPONENTS_DIR,
     IMAGE_SSM_PARAMETERS,
     VERSIONS_FILE,
+    ImageLookup,
     ImageVersions,
     recipes,
 )
+from trn_constructs.image_lookup import index as lookup
+from trn_constructs.slurm import OFFICIAL_IMAGE_NAME_PATTERN, PCLUSTER_VERSION, neuron_install
 
 COMPONENT_SCHEMA = json.loads((REPO / "tests/schemas/imagebuilder-component.schema.json").read_text())
 DOCUMENTS = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(COMPONENTS_DIR.glob("*.yaml"))}
@@ -86,7 +93,12 @@ def test_stack_passes_exactly_the_declared_parameters(ami_json):
 
 def test_pinned_versions_appear_in_one_place_only():
     versions = ImageVersions.load()
-    pins = [*versions.neuron_packages.values(), versions.efa_installer_sha256, versions.efa_installer_version]
+    pins = [
+        *versions.neuron_packages.values(),
+        *versions.neuron_python_packages.values(),
+        versions.efa_installer_sha256,
+        versions.efa_installer_version,
+    ]
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, text=True, check=True,
@@ -101,21 +113,99 @@ def test_pinned_versions_appear_in_one_place_only():
         assert holders == [str(VERSIONS_FILE.relative_to(REPO))], pin
 
 
-def test_recipes_start_from_the_neuron_images_and_add_components_in_order(ami_json):
-    by_parent = {
-        resource["Properties"]["ParentImage"]: resource["Properties"]
+def recipe_properties(ami_json, orchestrator: str) -> dict:
+    (properties,) = [
+        resource["Properties"]
         for resource in ami_json["Resources"].values()
         if resource["Type"] == "AWS::ImageBuilder::ImageRecipe"
-    }
-    expected = {recipe.parent_image: recipe for recipe in recipes("1.34")}
-    assert set(by_parent) == set(expected) == {
-        "ssm:/aws/service/neuron/dlami/base/ubuntu-24.04/latest/image_id",
-        "ssm:/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/neuron/recommended/image_id",
-    }
-    slurm = expected["ssm:/aws/service/neuron/dlami/base/ubuntu-24.04/latest/image_id"]
-    assert slurm.components == ("neuron-runtime", "efa", "lustre-client", "trn-burnin")
-    for parent, properties in by_parent.items():
-        assert len(properties["Components"]) == len(expected[parent].components)
+        and resource["Properties"]["Name"].startswith(f"trn-kit-{orchestrator}-")
+    ]
+    return properties
+
+
+def component_names(ami_json, properties: dict) -> list[str]:
+    """The recipe's components in order, as ami/components file stems."""
+    names = []
+    for configuration in properties["Components"]:
+        logical_id, _ = configuration["ComponentArn"]["Fn::GetAtt"]
+        name = ami_json["Resources"][logical_id]["Properties"]["Name"]
+        names.append(name.removeprefix("trn-kit-").rsplit("-", 1)[0])
+    return names
+
+
+def test_slurm_recipe_starts_from_parallelclusters_official_ami_looked_up_at_deploy(ami_json):
+    slurm, _ = recipes("1.34", OFFICIAL_IMAGE_NAME_PATTERN)
+    assert slurm.parent == ImageLookup(OFFICIAL_IMAGE_NAME_PATTERN)
+    properties = recipe_properties(ami_json, "slurm")
+    (lookup_id,) = [
+        logical_id
+        for logical_id, resource in ami_json["Resources"].items()
+        if resource["Type"] == "Custom::TrnImageLookup"
+    ]
+    assert properties["ParentImage"] == {"Fn::GetAtt": [lookup_id, "ImageId"]}
+    assert ami_json["Resources"][lookup_id]["Properties"]["NamePattern"] == (
+        f"aws-parallelcluster-{PCLUSTER_VERSION}-ubuntu-2404-lts-hvm-x86_64*"
+    )
+    # Neuron the way the Slurm nodes install it, then EFA, Lustre and the burn-in.
+    assert component_names(ami_json, properties) == [
+        "neuron-node", "efa", "lustre-client", "trn-burnin"
+    ]
+
+
+def test_eks_recipe_still_starts_from_the_eks_neuron_ami(ami_json):
+    properties = recipe_properties(ami_json, "eks")
+    assert properties["ParentImage"] == (
+        "ssm:/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/neuron/recommended/"
+        "image_id"
+    )
+    assert component_names(ami_json, properties) == ["neuron-runtime", "efa", "lustre-client"]
+
+
+def test_slurm_image_installs_exactly_what_slurm_nodes_install_at_start(ami_json, default_stack):
+    (configuration,) = [
+        resource["Properties"]["ClusterConfiguration"]
+        for resource in default_stack.template_json["Resources"].values()
+        if resource["Type"] == "Custom::PclusterCluster"
+    ]
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    on_node_start = queue["CustomActions"]["OnNodeStart"]
+    (node_setup,) = [
+        parameters
+        for component in recipe_properties(ami_json, "slurm")["Components"]
+        if "NodeScriptArgs"
+        in (parameters := {p["Name"]: p["Value"] for p in component.get("Parameters", [])})
+    ]
+    assert node_setup["NodeScriptArgs"] == [shlex.join(on_node_start["Args"])]
+    assert shlex.split(node_setup["NodeScriptArgs"][0]) == list(
+        neuron_install(ImageVersions.load()).args
+    )
+    # The same script (the asset's content hash names its object), published by each stack.
+    object_name = node_setup["NodeScriptS3Uri"][0].rsplit("/", 1)[1]
+    assert object_name == on_node_start["Script"].rsplit("/", 1)[1]
+
+
+def test_the_parent_lookup_may_only_describe_images(ami_json):
+    resources = ami_json["Resources"]
+    (function_id,) = [
+        logical_id
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and resource["Properties"].get("Handler") == "index.on_event"
+        and "Finds the newest image" in resource["Properties"].get("Description", "")
+    ]
+    role = resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for resource in resources.values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        and {"Ref": role} in resource["Properties"]["Roles"]
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert statements == [{"Action": "ec2:DescribeImages", "Effect": "Allow", "Resource": "*"}]
+    # Besides that, only the basic execution policy (its own logs).
+    assert [
+        arn["Fn::Join"][1][-1] for arn in resources[role]["Properties"]["ManagedPolicyArns"]
+    ] == [":iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
 
 
 def test_neuron_pins_reach_the_recipe(ami):
@@ -171,14 +261,118 @@ def test_each_pipeline_writes_its_ami_id_to_an_ssm_parameter(ami):
     )
 
 
-def test_build_role_reads_only_the_burn_in_archive(ami_json):
+def test_build_role_reads_only_the_burn_in_archive_and_the_node_script(ami_json):
     (policy,) = [
         resource["Properties"]["PolicyDocument"]["Statement"]
         for logical_id, resource in ami_json["Resources"].items()
         if resource["Type"] == "AWS::IAM::Policy" and logical_id.startswith("ImagesBuildInstanceRole")
     ]
     assert [statement["Action"] for statement in policy] == ["s3:GetObject"]
+    assert sorted(resource.rsplit(".", 1)[1] for resource in policy[0]["Resource"]) == ["sh", "zip"]
     assert "*" not in json.dumps(policy)
+
+
+# The parent lookup handler, with a stubbed EC2 client.
+
+PATTERN = "aws-parallelcluster-3.16.1-ubuntu-2404-lts-hvm-x86_64*"
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
+
+
+def image(image_id: str, created: str, deprecated: str | None = None) -> dict:
+    found = {
+        "ImageId": image_id,
+        "Name": f"aws-parallelcluster-3.16.1-ubuntu-2404-lts-hvm-x86_64-{created[:10]}",
+        "CreationDate": created,
+    }
+    if deprecated:
+        found["DeprecationTime"] = deprecated
+    return found
+
+
+@pytest.fixture
+def ec2(monkeypatch):
+    client = boto3.client("ec2", region_name="us-east-2")
+    monkeypatch.setattr(lookup, "client", {"ec2": client}.__getitem__)
+    monkeypatch.setattr(lookup, "now", lambda: NOW)
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def expect_images(ec2, *pages: list[dict]) -> None:
+    request = {
+        "Owners": ["amazon"],
+        "Filters": [
+            {"Name": "name", "Values": [PATTERN]},
+            {"Name": "state", "Values": ["available"]},
+        ],
+        "IncludeDeprecated": True,
+    }
+    for number, images in enumerate(pages):
+        more = {"NextToken": f"page-{number + 1}"} if number + 1 < len(pages) else {}
+        token = {"NextToken": f"page-{number}"} if number else {}
+        ec2.add_response("describe_images", {"Images": images, **more}, {**request, **token})
+
+
+def create(pattern: str = PATTERN) -> dict:
+    event = {"RequestType": "Create", "ResourceProperties": {"NamePattern": pattern}}
+    return lookup.on_event(event)
+
+
+def test_lookup_takes_the_newest_image_across_pages(ec2):
+    expect_images(
+        ec2,
+        [image("ami-0aaaaaaaaaaaaaaa1", "2026-10-01T10:00:00.000Z")],
+        [
+            image("ami-0aaaaaaaaaaaaaaa3", "2026-11-02T10:00:00.000Z"),
+            image("ami-0aaaaaaaaaaaaaaa2", "2026-10-20T10:00:00.000Z"),
+        ],
+    )
+    result = create()
+    assert result["PhysicalResourceId"] == "ami-0aaaaaaaaaaaaaaa3"
+    assert result["Data"] == {
+        "ImageId": "ami-0aaaaaaaaaaaaaaa3",
+        "ImageName": "aws-parallelcluster-3.16.1-ubuntu-2404-lts-hvm-x86_64-2026-11-02",
+    }
+
+
+def test_lookup_prefers_a_current_image_to_a_newer_deprecated_one(ec2):
+    expect_images(
+        ec2,
+        [
+            image("ami-0aaaaaaaaaaaaaaa1", "2026-11-20T10:00:00.000Z", "2026-11-21T00:00:00.000Z"),
+            image("ami-0aaaaaaaaaaaaaaa2", "2026-10-01T10:00:00.000Z", "2027-10-01T00:00:00.000Z"),
+        ],
+    )
+    assert create()["Data"]["ImageId"] == "ami-0aaaaaaaaaaaaaaa2"
+
+
+def test_lookup_still_finds_an_old_versions_deprecated_image(ec2):
+    old = image("ami-0aaaaaaaaaaaaaaa1", "2024-01-01T10:00:00.000Z", "2026-01-01T00:00:00.000Z")
+    expect_images(ec2, [old])
+    assert create()["Data"]["ImageId"] == "ami-0aaaaaaaaaaaaaaa1"
+
+
+def test_lookup_breaks_a_creation_date_tie_by_image_id(ec2):
+    expect_images(
+        ec2,
+        [
+            image("ami-0aaaaaaaaaaaaaaa1", "2026-11-02T10:00:00.000Z"),
+            image("ami-0aaaaaaaaaaaaaaa2", "2026-11-02T10:00:00.000Z"),
+        ],
+    )
+    assert create()["Data"]["ImageId"] == "ami-0aaaaaaaaaaaaaaa2"
+
+
+def test_lookup_fails_when_nothing_matches(ec2):
+    expect_images(ec2, [])
+    with pytest.raises(RuntimeError, match=r"no available image owned by amazon is named like"):
+        create()
+
+
+def test_deleting_the_lookup_calls_nothing(ec2):
+    event = {"RequestType": "Delete", "PhysicalResourceId": "ami-0aaaaaaaaaaaaaaa1"}
+    assert lookup.on_event(event) == {"PhysicalResourceId": "ami-0aaaaaaaaaaaaaaa1"}
 
 
 def test_snapshot(ami_json, snapshot):

@@ -21,6 +21,9 @@ from trn_constructs.slurm.cluster_config import (
 )
 
 BURN_IN = CustomAction(script="s3://kit-assets/burnin/run.sh", args=("--dtype", "bf16"))
+NEURON = CustomAction(
+    script="s3://kit-assets/node/install_neuron.sh", args=("--release", "2.33.0")
+)
 
 
 def example_spec(instance_type: str, instance_count: int) -> ClusterSpec:
@@ -50,12 +53,17 @@ def example_spec(instance_type: str, instance_count: int) -> ClusterSpec:
     )
 
 
-def with_actions(spec: ClusterSpec, head: CustomAction | None, queue: CustomAction | None) -> dict:
+def with_actions(
+    spec: ClusterSpec,
+    head: CustomAction | None,
+    queue: CustomAction | None,
+    queue_start: CustomAction | None = None,
+) -> dict:
     return cluster_configuration(
         replace(
             spec,
             head_node=replace(spec.head_node, on_node_configured=head),
-            queue=replace(spec.queue, on_node_configured=queue),
+            queue=replace(spec.queue, on_node_start=queue_start, on_node_configured=queue),
         )
     )
 
@@ -74,6 +82,28 @@ def test_custom_actions_are_wired_when_given_and_can_fetch_their_script(spec):
     read_only = [{"BucketName": "kit-assets", "EnableWriteAccess": False}]
     assert queue["Iam"]["S3Access"] == read_only
     assert config["HeadNode"]["Iam"]["S3Access"] == read_only
+
+
+def test_a_start_action_runs_first_and_shares_the_read_only_bucket_access(spec):
+    config = with_actions(spec, head=None, queue=BURN_IN, queue_start=NEURON)
+    (queue,) = config["Scheduling"]["SlurmQueues"]
+    assert list(queue["CustomActions"]) == ["OnNodeStart", "OnNodeConfigured"]
+    assert queue["CustomActions"]["OnNodeStart"] == {
+        "Script": NEURON.script, "Args": ["--release", "2.33.0"]
+    }
+    # Both scripts live in one bucket: one read-only grant.
+    assert queue["Iam"]["S3Access"] == [{"BucketName": "kit-assets", "EnableWriteAccess": False}]
+
+
+def test_scripts_in_two_buckets_get_read_only_access_to_each(spec):
+    start = CustomAction(script="s3://other-bucket/setup.sh")
+    (queue,) = with_actions(spec, head=None, queue=BURN_IN, queue_start=start)[
+        "Scheduling"
+    ]["SlurmQueues"]
+    assert queue["Iam"]["S3Access"] == [
+        {"BucketName": "other-bucket", "EnableWriteAccess": False},
+        {"BucketName": "kit-assets", "EnableWriteAccess": False},
+    ]
 
 
 def test_an_https_script_without_args_needs_no_bucket_access(spec):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from fnmatch import fnmatch
 
 import pytest
 from aws_cdk import App, Fn
@@ -12,7 +14,8 @@ from stacks.cluster_stack import TrnClusterStack
 from tests.conftest import context_with, synth, synth_variant
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import parse_config
-from trn_constructs.slurm import NEURON_DLAMI_SSM_PARAMETER, PCLUSTER_VERSION
+from trn_constructs.image import ImageVersions
+from trn_constructs.slurm import PCLUSTER_VERSION, neuron_install
 
 POLICY = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
 ROLE = "arn:aws:iam::123456789012:role/pcluster-provider"
@@ -97,11 +100,56 @@ def test_queue_fills_the_capacity_block_with_efa_and_no_placement_group(template
     assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"] == {"Encrypted": True}
 
 
-def test_compute_nodes_boot_the_neuron_dlami_resolved_at_deploy_time(configuration):
+def test_every_node_boots_parallelclusters_official_ami(configuration):
     assert configuration["Image"] == {"Os": "ubuntu2404"}
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
-    assert queue["Image"] == {"CustomAmi": f"{{{{resolve:ssm:{NEURON_DLAMI_SSM_PARAMETER}}}}}"}
-    assert "ubuntu-24.04" in NEURON_DLAMI_SSM_PARAMETER
+    assert "Image" not in queue
+    assert "Image" not in configuration["HeadNode"]
+    assert "CustomAmi" not in json.dumps(configuration)
+
+
+def test_compute_nodes_install_the_pinned_neuron_stack_when_they_start(configuration):
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    start = queue["CustomActions"]["OnNodeStart"]
+    # The script is a CDK asset in the same bucket as the burn-in bootstrap: the queue's one
+    # read-only S3 grant covers both.
+    assert start["Script"].startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-2/")
+    assert start["Script"].endswith(".sh")
+    assert queue["Iam"]["S3Access"] == [
+        {"BucketName": "cdk-hnb659fds-assets-123456789012-us-east-2", "EnableWriteAccess": False}
+    ]
+    versions = ImageVersions.load()
+    args = start["Args"]
+    assert args == list(neuron_install(versions).args)
+    assert args[args.index("--release") + 1] == versions.neuron_sdk_release
+    debs = [args[i + 1] for i, arg in enumerate(args) if arg == "--deb"]
+    pips = [args[i + 1] for i, arg in enumerate(args) if arg == "--pip"]
+    assert debs == [f"{name}={version}" for name, version in versions.neuron_packages.items()]
+    assert pips == [
+        f"{name}=={version}"
+        for name, version in {
+            **versions.neuron_python_packages, **versions.burn_in_python_packages
+        }.items()
+    ]
+    assert {"neuronx-cc", "nki", "boto3"} <= {pin.split("==")[0] for pin in pips}
+    # The burn-in bootstrap runs the newest /opt/aws_neuronx_venv_*/bin/python.
+    venv_python = args[args.index("--venv") + 1] + "/bin/python"
+    assert fnmatch(venv_python, "/opt/aws_neuronx_venv_*/bin/python")
+
+
+def test_a_custom_image_from_ssm_replaces_the_compute_ami_and_start_only_checks_it():
+    configuration = cluster_resource(synth(imageSsmParameter="/trn-kit/ami/slurm").template)[
+        "Properties"
+    ]["ClusterConfiguration"]
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    assert queue["Image"] == {"CustomAmi": "{{resolve:ssm:/trn-kit/ami/slurm}}"}
+    # The head node keeps ParallelCluster's official AMI.
+    assert configuration["Image"] == {"Os": "ubuntu2404"}
+    assert "Image" not in configuration["HeadNode"]
+    # The same install runs; on an image built with it everything is at its pin already.
+    assert queue["CustomActions"]["OnNodeStart"]["Args"] == list(
+        neuron_install(ImageVersions.load()).args
+    )
 
 
 def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, configuration):

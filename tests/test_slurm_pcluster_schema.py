@@ -2,9 +2,11 @@
 
 `aws-parallelcluster` pins CDK v1 and jsii 1.85, so it lives in its own virtual environment
 (`.venv-pcluster`, made by `make pcluster-venv`, which `make setup` and `make test` run) and the
-checks run in a subprocess: tests/pcluster_schema/validate.py. Checked are the configuration the
-default stack synthesizes (deploy-time references replaced by realistic ids) and the generator's
-output for every catalog entry and with custom actions.
+checks run in a subprocess: tests/pcluster_schema/validate.py. Checked are the configurations the
+stack synthesizes on ParallelCluster's official AMI (the default) and on a custom image
+(`imageSsmParameter`), with deploy-time references replaced by realistic ids, and the generator's
+output for every catalog entry and with custom actions. ParallelCluster's own code also names the
+official AMI the image pipeline starts from.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_slurm_cluster_config import BURN_IN, example_spec, with_actions
+from tests.conftest import REPO, synth
+from tests.test_slurm_cluster_config import BURN_IN, NEURON, example_spec, with_actions
 from trn_burnin.catalog import CATALOG
-from trn_constructs.slurm.cluster_config import PCLUSTER_VERSION, cluster_configuration
+from trn_constructs.slurm.cluster_config import (
+    NODE_OS,
+    OFFICIAL_IMAGE_NAME_PATTERN,
+    PCLUSTER_VERSION,
+    cluster_configuration,
+)
 
 PCLUSTER_VENV = REPO / ".venv-pcluster"
 PCLUSTER_PYTHON = PCLUSTER_VENV / "bin" / "python"
@@ -39,7 +46,8 @@ ID_PREFIXES = {
     ("AWS::EC2::PrefixList", "PrefixListId"): "pl",
     ("AWS::S3::Bucket", None): "trn-kit-reports",
 }
-NEURON_DLAMI_ID = "ami-0a1b2c3d4e5f60718"  # stands in for the SSM parameter
+CUSTOM_AMI_ID = "ami-0a1b2c3d4e5f60718"  # stands in for the imageSsmParameter reference
+IMAGE_SSM_PARAMETER = "/trn-kit/ami/slurm"
 
 
 def deploy_time(value, resources: dict):
@@ -47,7 +55,7 @@ def deploy_time(value, resources: dict):
     if isinstance(value, list):
         return [deploy_time(item, resources) for item in value]
     if isinstance(value, str):
-        return NEURON_DLAMI_ID if value.startswith("{{resolve:ssm:") else value
+        return CUSTOM_AMI_ID if value.startswith("{{resolve:ssm:") else value
     if not isinstance(value, dict):
         return value
     if set(value) == {"Ref"}:
@@ -73,22 +81,29 @@ def _physical_id(logical_id: str, attribute: str | None, resources: dict) -> str
     return f"{prefix}-{hashlib.sha256(logical_id.encode()).hexdigest()[:17]}"
 
 
-def _requests(default_stack) -> list[dict]:
-    resources = default_stack.template_json["Resources"]
+def _stack_request(label: str, synthesized) -> dict:
+    resources = synthesized.template_json["Resources"]
     (cluster,) = [r for r in resources.values() if r["Type"] == "Custom::PclusterCluster"]
     properties = cluster["Properties"]
+    return {
+        "label": label,
+        "cluster_name": properties["ClusterName"],
+        "config": deploy_time(properties["ClusterConfiguration"], resources),
+    }
+
+
+def _requests(default_stack) -> list[dict]:
     requests = [
-        {
-            "label": "default-stack",
-            "cluster_name": properties["ClusterName"],
-            "config": deploy_time(properties["ClusterConfiguration"], resources),
-        }
+        _stack_request("default-stack", default_stack),
+        _stack_request("image-ssm-parameter-stack", synth(imageSsmParameter=IMAGE_SSM_PARAMETER)),
     ]
     for key, entry in CATALOG.items():
         # Two whole UltraServers (or two instances), the smallest multi-node block of each type.
         spec = example_spec(entry.instance_type, 2 * entry.instances_per_ultraserver)
         requests.append(_request(key, cluster_configuration(spec)))
-    hooks = with_actions(example_spec("trn2.48xlarge", 2), head=BURN_IN, queue=BURN_IN)
+    hooks = with_actions(
+        example_spec("trn2.48xlarge", 2), head=BURN_IN, queue=BURN_IN, queue_start=NEURON
+    )
     requests.append(_request("custom-actions", hooks))
     return requests
 
@@ -101,9 +116,10 @@ def run_validator(requests: list[dict]) -> dict:
     """ParallelCluster's verdict on each request, from its own environment."""
     if not PCLUSTER_PYTHON.exists():
         pytest.fail(f"ParallelCluster's environment {PCLUSTER_VENV} is missing: {MAKE_HINT}")
+    official_image = {"os": NODE_OS, "architecture": "x86_64"}
     completed = subprocess.run(
         [str(PCLUSTER_PYTHON), str(VALIDATOR)],
-        input=json.dumps({"configs": requests}),
+        input=json.dumps({"configs": requests, "official_image": official_image}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,7 +141,13 @@ def test_the_schema_is_the_pinned_parallelcluster_version(pcluster_report):
     )
 
 
-@pytest.mark.parametrize("label", ["default-stack", *CATALOG, "custom-actions"])
+def test_the_image_pipeline_looks_up_the_ami_parallelcluster_itself_would_use(pcluster_report):
+    assert OFFICIAL_IMAGE_NAME_PATTERN == pcluster_report["official_image_name_prefix"] + "*"
+
+
+@pytest.mark.parametrize(
+    "label", ["default-stack", "image-ssm-parameter-stack", *CATALOG, "custom-actions"]
+)
 def test_parallelcluster_accepts_the_configuration(pcluster_report, label):
     result = pcluster_report["results"][label]
     assert result["errors"] == []

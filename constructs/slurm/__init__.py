@@ -1,6 +1,17 @@
 """Slurm orchestrator: AWS ParallelCluster deployed through its CloudFormation custom resource."""
 
-from trn_constructs.slurm.cluster_config import PCLUSTER_VERSION, CustomAction
-from trn_constructs.slurm.orchestrator import NEURON_DLAMI_SSM_PARAMETER, SlurmOrchestrator
+from trn_constructs.slurm.cluster_config import (
+    OFFICIAL_IMAGE_NAME_PATTERN,
+    PCLUSTER_VERSION,
+    CustomAction,
+)
+from trn_constructs.slurm.neuron_install import neuron_install
+from trn_constructs.slurm.orchestrator import SlurmOrchestrator
 
-__all__ = ["CustomAction", "NEURON_DLAMI_SSM_PARAMETER", "PCLUSTER_VERSION", "SlurmOrchestrator"]
+__all__ = [
+    "CustomAction",
+    "OFFICIAL_IMAGE_NAME_PATTERN",
+    "PCLUSTER_VERSION",
+    "SlurmOrchestrator",
+    "neuron_install",
+]

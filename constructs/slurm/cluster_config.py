@@ -17,8 +17,13 @@ from typing import Any, Mapping
 # The one pin of ParallelCluster: the provider template version and the schema the tests load.
 PCLUSTER_VERSION = (Path(__file__).parent / "parallelcluster-version").read_text().strip()
 
-# ParallelCluster's name for Ubuntu 24.04, the OS of the Neuron DLAMI the compute nodes boot.
+# ParallelCluster's name for Ubuntu 24.04: every node boots ParallelCluster's official AMI for it
+# (or, for compute nodes, a custom image made from that AMI).
 NODE_OS = "ubuntu2404"
+# How ParallelCluster names that AMI (pcluster list-official-images; the tests check the pattern
+# against ParallelCluster's own code): its version, the OS, the architecture (Trainium hosts are
+# x86_64), then a build stamp.
+OFFICIAL_IMAGE_NAME_PATTERN = f"aws-parallelcluster-{PCLUSTER_VERSION}-ubuntu-2404-lts-hvm-x86_64*"
 QUEUE_NAME = "trainium"
 SHARED_STORAGE_NAME = "fsx"
 
@@ -38,13 +43,20 @@ class CustomAction:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeSpec:
-    """What the head node and the queue both have: placement, groups, policies, a setup hook."""
+    """What the head node and the queue both have: placement, groups, policies, setup hooks
+    (OnNodeStart runs before ParallelCluster configures the node, OnNodeConfigured after)."""
 
     instance_type: str
     subnet_id: str
     security_group_ids: tuple[str, ...]
     policy_arns: tuple[str, ...]
+    on_node_start: CustomAction | None = None
     on_node_configured: CustomAction | None = None
+
+    @property
+    def custom_actions(self) -> dict[str, CustomAction]:
+        hooks = {"OnNodeStart": self.on_node_start, "OnNodeConfigured": self.on_node_configured}
+        return {hook: action for hook, action in hooks.items() if action is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +68,7 @@ class HeadNodeSpec(NodeSpec):
 class TrainiumQueueSpec(NodeSpec):
     instance_count: int
     reservation_id: str
-    ami: str | None  # None: ParallelCluster's own AMI for NODE_OS
+    ami: str | None  # None: ParallelCluster's official AMI for NODE_OS
 
 
 @dataclass(frozen=True)
@@ -165,22 +177,25 @@ def _iam(node: NodeSpec) -> dict[str, Any]:
     iam: dict[str, Any] = {}
     if node.policy_arns:
         iam["AdditionalIamPolicies"] = [{"Policy": arn} for arn in node.policy_arns]
-    action = node.on_node_configured
-    bucket = _s3_bucket(action.script) if action else None
-    if bucket:
-        # The node downloads its custom action script itself.
-        iam["S3Access"] = [{"BucketName": bucket, "EnableWriteAccess": False}]
+    # The node downloads its custom action scripts itself: read-only, once per bucket.
+    buckets = dict.fromkeys(
+        bucket
+        for action in node.custom_actions.values()
+        if (bucket := _s3_bucket(action.script))
+    )
+    if buckets:
+        iam["S3Access"] = [{"BucketName": b, "EnableWriteAccess": False} for b in buckets]
     return {"Iam": iam} if iam else {}
 
 
 def _custom_actions(node: NodeSpec) -> dict[str, Any]:
-    action = node.on_node_configured
-    if action is None:
-        return {}
-    script: dict[str, Any] = {"Script": action.script}
-    if action.args:
-        script["Args"] = list(action.args)
-    return {"CustomActions": {"OnNodeConfigured": script}}
+    actions: dict[str, Any] = {}
+    for hook, action in node.custom_actions.items():
+        script: dict[str, Any] = {"Script": action.script}
+        if action.args:
+            script["Args"] = list(action.args)
+        actions[hook] = script
+    return {"CustomActions": actions} if actions else {}
 
 
 def _s3_bucket(uri: str) -> str | None:

@@ -15,12 +15,14 @@ from aws_cdk import (
 )
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk.aws_logs import RetentionDays
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import LOG_RETENTION, SlurmConfig
 from trn_constructs.findings import acknowledge, wildcard_finding
+from trn_constructs.image import ImageVersions
 from trn_constructs.network import Network
 from trn_constructs.slurm.cluster_config import (
     PCLUSTER_VERSION,
@@ -31,11 +33,8 @@ from trn_constructs.slurm.cluster_config import (
     cluster_configuration,
     cluster_name,
 )
+from trn_constructs.slurm.neuron_install import neuron_install
 from trn_constructs.storage import SharedFileSystem
-
-# The Neuron base DLAMI for Ubuntu 24.04, resolved by CloudFormation when it creates or updates the
-# cluster, so synthesis needs no AWS call.
-NEURON_DLAMI_SSM_PARAMETER = "/aws/service/neuron/dlami/base/ubuntu-24.04/latest/image_id"
 
 PROVIDER_TEMPLATE_URL = (
     "https://${AWS::Region}-aws-parallelcluster.s3.${AWS::Region}.${AWS::URLSuffix}"
@@ -47,6 +46,11 @@ _DAYS_BY_RETENTION = {retention: days for days, retention in LOG_RETENTION.items
 
 class SlurmOrchestrator(Construct):
     """A ParallelCluster Slurm cluster: a head node and one queue of Trainium nodes in the block.
+
+    Every node boots ParallelCluster's official AMI, or the compute nodes the custom image in
+    ``image_ssm_parameter`` (made from that AMI, e.g. by TrnAmiStack). Compute nodes install the
+    pinned Neuron stack when they start (only checking it on an image that has it), then run
+    ``compute_node_action`` once ParallelCluster has configured them.
 
     Attributes:
         cluster_name: the ParallelCluster cluster name.
@@ -88,10 +92,14 @@ class SlurmOrchestrator(Construct):
             self, "SshAllowList", address_family=ec2.AddressFamily.IP_V4, max_entries=1
         )
         ssm_core = iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")
-        # The compute nodes' image: an SSM parameter (None: the Neuron DLAMI's) read at deploy time.
-        image = CfnDynamicReference(
-            CfnDynamicReferenceService.SSM, image_ssm_parameter or NEURON_DLAMI_SSM_PARAMETER
+        # A custom compute image's id, read from SSM at deploy time so synthesis needs no AWS call.
+        custom_ami = (
+            CfnDynamicReference(CfnDynamicReferenceService.SSM, image_ssm_parameter).to_string()
+            if image_ssm_parameter
+            else None
         )
+        neuron = neuron_install(ImageVersions.load())
+        neuron_script = s3_assets.Asset(self, "NeuronInstallScript", path=str(neuron.path))
         spec = ClusterSpec(
             region=stack.region,
             head_node=HeadNodeSpec(
@@ -110,11 +118,12 @@ class SlurmOrchestrator(Construct):
                     network.node_security_group.security_group_id,
                     network.efa_security_group.security_group_id,
                 ),
-                ami=image.to_string(),
+                ami=custom_ami,
                 policy_arns=(
                     *config.additional_policy_arns,
                     *(policy.managed_policy_arn for policy in compute_node_policies),
                 ),
+                on_node_start=CustomAction(script=neuron_script.s3_object_url, args=neuron.args),
                 on_node_configured=compute_node_action,
             ),
             file_system_id=storage.file_system_id,

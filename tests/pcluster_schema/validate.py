@@ -3,9 +3,11 @@
 Runs under the ParallelCluster virtual environment (`.venv-pcluster/bin/python`), never the kit's:
 `aws-parallelcluster` pins CDK v1 and jsii 1.85. Reads JSON from stdin,
 
-    {"configs": [{"label": str, "cluster_name": str, "config": {...cluster configuration...}}]}
+    {"configs": [{"label": str, "cluster_name": str, "config": {...cluster configuration...}}],
+     "official_image": {"os": str, "architecture": str}}   # optional
 
-and writes JSON to stdout: the installed ParallelCluster version and, per label, the errors found by
+and writes JSON to stdout: the installed ParallelCluster version, the name prefix ParallelCluster
+looks its official AMI up by for "official_image" (if asked), and, per label, the errors found by
 
 1. `ClusterSchema(cluster_name=...).load(config)`, exactly how pcluster loads a configuration file
    (every field, type, allowed value and cross-field check of the schema);
@@ -40,6 +42,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 logging.disable(logging.WARNING)  # pcluster logs every refused call
 
 from marshmallow import ValidationError  # noqa: E402
+from pcluster.aws.ec2 import Ec2Client  # noqa: E402
 from pcluster.schemas.cluster_schema import ClusterSchema  # noqa: E402
 from pcluster.utils import get_installed_version  # noqa: E402
 from pcluster.validators.cluster_validators import (  # noqa: E402
@@ -88,7 +91,14 @@ def main() -> None:
         _refused.clear()
         errors = validate(item["cluster_name"], item["config"])
         results[item["label"]] = {"errors": errors, "refused_aws_calls": sorted(set(_refused))}
-    json.dump({"pcluster_version": get_installed_version(), "results": results}, sys.stdout)
+    answer = {"pcluster_version": get_installed_version(), "results": results}
+    if "official_image" in request:
+        image = request["official_image"]
+        # The prefix of the name filter pcluster's own official-image lookup uses (it adds "*").
+        answer["official_image_name_prefix"] = Ec2Client._get_official_image_name_prefix(
+            image["os"], image["architecture"]
+        )
+    json.dump(answer, sys.stdout)
 
 
 if __name__ == "__main__":
