@@ -324,8 +324,17 @@ class NeuronImageBuilder(Construct):
         image_recipe = imagebuilder.CfnImageRecipe(
             self,
             f"{name}Recipe",
+            # Recipes are immutable per name and version: the name covers everything a recipe
+            # carries, parameter values (pins, asset URLs) included.
             name=f"trn-kit-{recipe.orchestrator}-"
-            + _short_hash(parent_key, *(components[c].name for c in recipe.components)),
+            + _short_hash(
+                parent_key,
+                *(components[c].name for c in recipe.components),
+                json.dumps(
+                    Stack.of(self).resolve({c: parameters[c] for c in recipe.components}),
+                    sort_keys=True,
+                ),
+            ),
             version="1.0.0",
             parent_image=parent,
             components=[

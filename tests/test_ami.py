@@ -378,3 +378,25 @@ def test_deleting_the_lookup_calls_nothing(ec2):
 def test_snapshot(ami_json, snapshot):
     masked = json.loads(mask_asset_hashes(json.dumps(ami_json, sort_keys=True)))
     assert masked == snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_a_changed_pin_renames_the_recipe_that_carries_it(monkeypatch, ami_json):
+    # Image Builder recipes cannot be updated in place: a new pin must yield a new recipe name.
+    from dataclasses import replace
+
+    from trn_constructs import image
+
+    def recipe_names(template_json):
+        return {
+            r["Properties"]["Name"]
+            for r in template_json["Resources"].values()
+            if r["Type"] == "AWS::ImageBuilder::ImageRecipe"
+        }
+
+    original = ImageVersions.load()
+    bumped = replace(
+        original, efa_installer_sha256="0" * 64, efa_installer_version="9.9.9"
+    )
+    monkeypatch.setattr(image.ImageVersions, "load", classmethod(lambda cls, path=None: bumped))
+    changed = synth(tags={"pin-probe": "1"}).stack_template_json(AMI_STACK_NAME)
+    assert recipe_names(changed).isdisjoint(recipe_names(ami_json))
