@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput
+from aws_cdk import CfnOutput, RemovalPolicy
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.base import KitStack
@@ -11,8 +13,10 @@ from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import EksOrchestrator
 from trn_constructs.network import Network
+from trn_constructs.operations import NodeTelemetry, Operations
 from trn_constructs.slurm import SlurmOrchestrator
 from trn_constructs.slurm.cluster_config import CustomAction
+from trn_constructs.slurm.cluster_config import cluster_name as slurm_cluster_name
 from trn_constructs.storage import SharedFileSystem
 from trn_constructs.validation import BurnInArtifacts, HandoverGate
 from trn_constructs.validation.eks import EksBurnIn
@@ -51,6 +55,18 @@ class TrnClusterStack(KitStack):
             efa_security_group=self.network.efa_security_group,
         )
         self.burn_in = BurnInArtifacts(self, "BurnIn")
+        # Node metrics land in log groups the stack owns (EKS names its cluster after the stack).
+        self.telemetry = NodeTelemetry(
+            self,
+            "Telemetry",
+            cluster_name=(
+                self.stack_name
+                if config.orchestrator == "eks"
+                else slurm_cluster_name(self.stack_name)
+            ),
+            orchestrator=config.orchestrator,
+            log_retention=config.log_retention,
+        )
         trainium_nodes = self._add_orchestrator(config)
         self.gate = HandoverGate(
             self,
@@ -61,6 +77,19 @@ class TrnClusterStack(KitStack):
             nodes=trainium_nodes,
             log_retention=config.log_retention,
         )
+        self.operations = Operations(
+            self,
+            "Operations",
+            telemetry=self.telemetry,
+            capacity=self.capacity,
+            burn_in_dtype=config.burn_in.dtype,
+            file_system_id=self.storage.file_system_id,
+            file_system_capacity_gib=config.fsx.storage_capacity_gib,
+            alarm_topic=self._alarm_topic(),
+            other_nodes=config.eks.system_node_count if config.orchestrator == "eks" else 0,
+        )
+        # Alarms start watching once the nodes have passed the burn-in, not while they boot.
+        self.operations.node.add_dependency(self.gate.node.default_child)
         self._add_outputs(config)
 
     def _add_orchestrator(self, config: ClusterConfig) -> Construct:
@@ -77,6 +106,7 @@ class TrnClusterStack(KitStack):
                 file_system_capacity_gib=config.fsx.storage_capacity_gib,
                 log_retention=config.log_retention,
             )
+            self.orchestrator.observability.node.add_dependency(self.telemetry)
             return EksBurnIn(
                 self,
                 "EksBurnIn",
@@ -116,6 +146,27 @@ class TrnClusterStack(KitStack):
             compute_node_policies=(node_policy,),
         )
         return self.orchestrator.cluster
+
+    def _alarm_topic(self) -> sns.Topic:
+        """The alarms' topic: KMS-encrypted and TLS-only; CloudWatch may use the key to publish."""
+        key = kms.Key(
+            self,
+            "AlarmTopicKey",
+            description="Encrypts the cluster's alarm topic",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        key.grant(
+            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
+        )
+        topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True)
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=topic.topic_arn,
+            description="SNS topic of the cluster's alarms: subscribe (email, chat) to be paged",
+        )
+        return topic
 
     def _add_outputs(self, config: ClusterConfig) -> None:
         outputs = {

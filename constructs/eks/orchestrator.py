@@ -91,6 +91,8 @@ class EksOrchestrator(Construct):
         nodes: the node groups (``nodes.trainium_nodegroup``, ``nodes.system_nodegroup``).
         device_plugins: the Neuron and EFA device plugin charts.
         pod_identity_agent: the add-on that hands roles to service accounts.
+        observability: the CloudWatch Observability add-on (Container Insights); what must exist
+            before its agents write (their log groups) is added as its dependency.
         update_kubeconfig_command: the command that points kubectl at the cluster.
     """
 
@@ -248,6 +250,7 @@ class EksOrchestrator(Construct):
         # Workloads that claim Neuron devices or EFA interfaces wait for these.
         self.device_plugins = (neuron, efa)
         self.pod_identity_agent = pod_identity_agent
+        self.observability = observability
 
     def _addon(self, construct_id: str, name: str) -> eks.Addon:
         return eks.Addon(

@@ -1,0 +1,1 @@
+"""Node-side pieces of the operations package (run on Trainium nodes, standard library only)."""
