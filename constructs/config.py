@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping, TypeVar
 
 from aws_cdk.aws_logs import RetentionDays
@@ -85,6 +87,22 @@ class CapacityConfig:
 
 
 @dataclass(frozen=True)
+class CapacityPurchaseConfig:
+    """A Capacity Block the kit finds and, only with ``confirm``, buys (``capacityPurchase``).
+
+    The block is instanceType x instanceCount in availabilityZone; the times are UTC.
+    """
+
+    duration_hours: int
+    earliest_start: datetime
+    latest_start: datetime
+    max_upfront_fee_usd: Decimal
+    confirm: bool  # False: dry run, the offering is reported and nothing is bought
+    # Synth time is past earliest_start, so a bought block may be active and worth launching into.
+    may_have_started: bool
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """Where the cluster lives. ``vpc_id`` None means the kit builds the VPC."""
 
@@ -146,6 +164,10 @@ class ClusterConfig:
     region: str
     orchestrator: str
     capacity: CapacityConfig
+    # None: the cluster uses the block named by capacityReservationId.
+    capacity_purchase: CapacityPurchaseConfig | None
+    capacity_end_notice_hours: int  # the scheduled notice before the block ends
+    alert_email: str | None  # subscribed to the alert topic; None: no e-mail
     network: NetworkConfig
     fsx: FsxConfig
     log_retention: RetentionDays
@@ -206,6 +228,27 @@ class _Context:
             raise _fail(name, given, allowed)
         return value
 
+    def positive_amount(self, name: str, allowed: str) -> Decimal:
+        """A decimal amount greater than 0, from a JSON number or its string form."""
+        given = self._get(name, SETTINGS[name])
+        value = None
+        if isinstance(given, (str, int, float)) and not isinstance(given, bool):
+            try:
+                value = Decimal(str(given).strip())
+            except InvalidOperation:
+                pass
+        if value is None or not value.is_finite() or value <= 0:
+            raise _fail(name, given, allowed)
+        return value
+
+    def utc_time(self, name: str) -> datetime:
+        allowed = "an ISO-8601 UTC time such as 2026-12-01T11:30:00Z"
+        value = self.matching(name, r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?(Z|\+00:00)", allowed)
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:  # e.g. a 31st of November
+            raise _fail(name, value, allowed) from None
+
     def bounded_integer(self, name: str, low: int, high: int) -> int:
         value = self.integer(name, SETTINGS[name])
         if not low <= value <= high:
@@ -257,6 +300,14 @@ SETTINGS: Mapping[str, Any] = {
     "instanceType": "trn2.48xlarge",
     "instanceCount": 1,
     "capacityReservationId": None,
+    "capacityPurchase": False,
+    "capacityPurchaseDurationHours": 0,
+    "capacityPurchaseEarliestStart": "",
+    "capacityPurchaseLatestStart": "",
+    "capacityPurchaseMaxUpfrontFeeUsd": 0,
+    "capacityPurchaseConfirm": False,
+    "capacityEndNoticeHours": 12,
+    "alertEmail": "",
     "availabilityZone": None,
     "secondaryAvailabilityZone": "",
     "vpcCidr": "10.0.0.0/16",
@@ -343,12 +394,92 @@ def _parse_capacity(ctx: _Context, catalog: Mapping[str, InstanceSpec]) -> Capac
                 f"({size}, {2 * size}, {3 * size}, ...)"
             )
         raise _fail("instanceCount", count, allowed)
-    reservation_id = ctx.matching(
-        "capacityReservationId",
-        r"cr-[0-9a-f]{17}",
-        "a Capacity Block reservation id: 'cr-' followed by 17 lowercase hex digits",
-    )
+    if ctx.boolean("capacityPurchase", SETTINGS["capacityPurchase"]):
+        reservation_id = ctx.matching(
+            "capacityReservationId",
+            "",
+            "empty with capacityPurchase=true (the kit buys the block; holding one and buying "
+            "one exclude each other)",
+        )
+    else:
+        reservation_id = ctx.matching(
+            "capacityReservationId",
+            r"cr-[0-9a-f]{17}",
+            "a Capacity Block reservation id: 'cr-' followed by 17 lowercase hex digits "
+            "(or capacityPurchase=true to have the kit buy a block)",
+        )
     return CapacityConfig(instance=instance, instance_count=count, reservation_id=reservation_id)
+
+
+def _parse_capacity_purchase(
+    ctx: _Context, capacity: CapacityConfig, now: datetime
+) -> CapacityPurchaseConfig | None:
+    """The block to buy; None unless capacityPurchase is true. Nothing is bought unless
+    capacityPurchaseConfirm is true as well, and never above capacityPurchaseMaxUpfrontFeeUsd."""
+    confirm = ctx.boolean("capacityPurchaseConfirm", SETTINGS["capacityPurchaseConfirm"])
+    if not ctx.boolean("capacityPurchase", SETTINGS["capacityPurchase"]):
+        if confirm:
+            raise _fail("capacityPurchaseConfirm", confirm, "false unless capacityPurchase is true")
+        return None
+    # The purchase handler's own limits, so synth rejects what the deployment would. Imported
+    # here because that package's construct imports this module.
+    from trn_constructs.capacity_purchase.handler import index as rules
+
+    limit = rules.MAX_INSTANCES_PER_BLOCK
+    if capacity.instance_count > limit:
+        spec = capacity.instance
+        size = spec.instances_per_ultraserver
+        most = f"{limit} instances"
+        if size > 1:
+            most = f"{limit // size * size} instances ({limit // size} x {spec.ultraserver_type})"
+        raise _fail(
+            "instanceCount",
+            capacity.instance_count,
+            f"at most {most} with capacityPurchase=true: EC2 sells at most {limit} instances per "
+            "Capacity Block (and 256 across an account's blocks)",
+        )
+    hours = ctx.integer("capacityPurchaseDurationHours", SETTINGS["capacityPurchaseDurationHours"])
+    if not rules.valid_duration_hours(hours):
+        raise _fail(
+            "capacityPurchaseDurationHours",
+            hours,
+            "1-14 days in whole days (24-336, multiples of 24), or 7-day steps up to 182 days "
+            "(multiples of 168 up to 4368)",
+        )
+    earliest = ctx.utc_time("capacityPurchaseEarliestStart")
+    latest = ctx.utc_time("capacityPurchaseLatestStart")
+    if latest < earliest:
+        raise _fail(
+            "capacityPurchaseLatestStart",
+            ctx.string("capacityPurchaseLatestStart"),
+            f"a time not before capacityPurchaseEarliestStart ({rules.format_time(earliest)})",
+        )
+    # Only the future bound is checked here: a window in the past stays valid, so a stack whose
+    # block was bought keeps synthesizing. The handler rejects an expired window before buying.
+    horizon = now + rules.MAX_START_AHEAD
+    for name, moment in (
+        ("capacityPurchaseEarliestStart", earliest),
+        ("capacityPurchaseLatestStart", latest),
+    ):
+        if moment > horizon:
+            raise _fail(
+                name,
+                ctx.string(name),
+                f"a time at most 8 weeks ahead, i.e. before {rules.format_time(horizon)} "
+                "(EC2 sells Capacity Blocks starting at most 8 weeks ahead)",
+            )
+    return CapacityPurchaseConfig(
+        duration_hours=hours,
+        earliest_start=earliest,
+        latest_start=latest,
+        max_upfront_fee_usd=ctx.positive_amount(
+            "capacityPurchaseMaxUpfrontFeeUsd",
+            "a positive amount of US dollars such as 25000, the most the kit may pay for the "
+            "block (required with capacityPurchase=true)",
+        ),
+        confirm=confirm,
+        may_have_started=earliest <= now,
+    )
 
 
 def _az_allowed(region: str) -> str:
@@ -527,8 +658,11 @@ def _parse_slurm(ctx: _Context) -> SlurmConfig:
     )
 
 
-def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
-    """Validate raw context values (from cdk.json and -c) into a ClusterConfig."""
+def parse_config(raw: Mapping[str, Any], now: datetime | None = None) -> ClusterConfig:
+    """Validate raw context values (from cdk.json and -c) into a ClusterConfig.
+
+    ``now`` (default: the clock) bounds how far ahead a Capacity Block purchase may start.
+    """
     _check_unknown_settings(raw)
     ctx = _Context(raw)
     account = ctx.matching("account", r"\d{12}", "a 12-digit AWS account id")
@@ -551,6 +685,14 @@ def parse_config(raw: Mapping[str, Any]) -> ClusterConfig:
         region=region,
         orchestrator=orchestrator,
         capacity=capacity,
+        capacity_purchase=_parse_capacity_purchase(ctx, capacity, now or datetime.now(timezone.utc)),
+        capacity_end_notice_hours=ctx.bounded_integer("capacityEndNoticeHours", 1, 168),
+        alert_email=ctx.matching(
+            "alertEmail",
+            r"([^@\s]+@[^@\s]+\.[^@\s]+)?",
+            "empty (no e-mail) or one e-mail address such as ml-team@example.com",
+        )
+        or None,
         network=_parse_network(ctx, region),
         fsx=_parse_fsx(ctx),
         log_retention=LOG_RETENTION[retention],

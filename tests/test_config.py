@@ -107,7 +107,8 @@ def test_imported_vpc():
         (
             {"capacityReservationId": "cr-12345"},
             "setting 'capacityReservationId': got 'cr-12345'; allowed: a Capacity Block "
-            "reservation id: 'cr-' followed by 17 lowercase hex digits",
+            "reservation id: 'cr-' followed by 17 lowercase hex digits (or capacityPurchase=true "
+            "to have the kit buy a block)",
         ),
         (
             {"orchestrator": "kubernetes"},
