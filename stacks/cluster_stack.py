@@ -9,7 +9,10 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.base import KitStack
+from trn_constructs.alerts import Alerts
 from trn_constructs.capacity import CapacityTarget
+from trn_constructs.capacity_expiry import CapacityExpiryWarnings
+from trn_constructs.capacity_purchase import CapacityBlockPurchase
 from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import EksOrchestrator
 from trn_constructs.network import Network
@@ -21,11 +24,33 @@ from trn_constructs.storage import SharedFileSystem
 from trn_constructs.validation import BurnInArtifacts, HandoverGate
 from trn_constructs.validation.eks import EksBurnIn
 
+DRY_RUN_NOTE = (
+    "DRY RUN: this deployment buys nothing and holds no cluster (no network, storage, "
+    "orchestrator or burn-in). CapacityPurchaseSummary names the offering the kit would buy, or "
+    "the block this stack already holds; set capacityPurchaseConfirm=true and deploy again to buy "
+    "it (irreversible) and build the cluster"
+)
+PENDING_NOTE = (
+    "The Capacity Block is bought (CapacityPurchaseSummary) but cannot have started at this "
+    "deployment (capacityPurchaseEarliestStart is later), so no cluster was deployed: its nodes "
+    "could not launch yet. Deploy again once the block has started (CapacityBlockStartDate)"
+)
+
 
 class TrnClusterStack(KitStack):
-    """One Trainium cluster. Attributes: ``network``, ``capacity``, ``storage``, ``orchestrator``."""
+    """One Trainium cluster. Attributes: ``alerts``, ``capacity_purchase`` (None unless the kit
+    buys the block), ``network``, ``capacity``, ``storage``, ``orchestrator``.
+
+    A purchase dry run (capacityPurchase without capacityPurchaseConfirm) holds no block to launch
+    into, so the stack then has only ``alerts`` and ``capacity_purchase``: it reports the offering.
+    A confirmed purchase synthesized before capacityPurchaseEarliestStart buys a block that cannot
+    have started, so the stack then stops after ``capacity`` and ``expiry``; the first deployment
+    after the start builds the cluster.
+    """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ClusterConfig) -> None:
+        purchase = config.capacity_purchase
+        no_cluster = purchase is not None and not (purchase.confirm and purchase.may_have_started)
         super().__init__(
             scope,
             construct_id,
@@ -33,17 +58,49 @@ class TrnClusterStack(KitStack):
             description=(
                 f"Trainium cluster: {config.capacity.instance_count} x "
                 f"{config.capacity.instance.instance_type} ({config.orchestrator})"
+                + (" - no cluster yet: Capacity Block purchase only" if no_cluster else "")
             ),
         )
+        self.alerts = Alerts(self, "Alerts", email=config.alert_email)
+        self.capacity_purchase = None
+        if purchase is not None:
+            # Never rename or move: the id is part of what ties a bought block to this stack.
+            self.capacity_purchase = CapacityBlockPurchase(
+                self,
+                "CapacityPurchase",
+                purchase=purchase,
+                capacity=config.capacity,
+                availability_zone=config.network.availability_zone,
+                tags=config.tags,
+                log_retention=config.log_retention,
+            )
+            if not purchase.confirm:
+                # DRY RUN: nothing is bought, so there is no block to launch into or warn about.
+                self._add_output_table(self._capacity_outputs(DRY_RUN_NOTE))
+                return
+        self.capacity = (
+            self.capacity_purchase.target
+            if self.capacity_purchase
+            else CapacityTarget.existing(config.capacity, config.network.availability_zone)
+        )
+        self.expiry = CapacityExpiryWarnings(
+            self,
+            "CapacityExpiry",
+            reservation_id=self.capacity.reservation_id,
+            topic=self.alerts.topic,
+            notice_hours=config.capacity_end_notice_hours,
+            log_retention=config.log_retention,
+        )
+        if purchase is not None and not purchase.may_have_started:
+            # Its nodes could not launch yet: the burn-in gate would time out and roll back.
+            self._add_output_table(self._capacity_outputs(PENDING_NOTE))
+            return
 
         self.network = Network(
             self,
             "Network",
             config=config.network,
             log_retention=config.log_retention,
-        )
-        self.capacity = CapacityTarget.existing(
-            config.capacity, config.network.availability_zone
         )
         self.storage = SharedFileSystem(
             self,
@@ -211,5 +268,53 @@ class TrnClusterStack(KitStack):
                 "(retain: it stays, and is billed, until you delete it)",
             ),
         }
+        self._add_output_table({**outputs, **self._capacity_outputs()})
+
+    def _capacity_outputs(self, cluster_note: str | None = None) -> dict[str, tuple[str, str]]:
+        """Where alerts go, what the purchase did, when the block ends; ``cluster_note`` says why
+        the stack holds no cluster (None: it does)."""
+        outputs = {
+            "AlertTopicArn": (
+                self.alerts.topic.topic_arn,
+                "SNS topic for the cluster's alerts (Capacity Block end warnings); subscribe to it",
+            ),
+        }
+        purchase = self.capacity_purchase
+        if purchase:
+            outputs["CapacityPurchaseSummary"] = (
+                purchase.summary,
+                "What the Capacity Block purchase bought, adopted or (dry run) would buy, and "
+                "for how much",
+            )
+            outputs["CapacityPurchaseMode"] = (purchase.mode, "dry-run, purchased or adopted")
+            outputs["CapacityBlockStartDate"] = (
+                purchase.start_date,
+                "Start (UTC) of the Capacity Block bought, adopted or (dry run) offered",
+            )
+        if purchase and not purchase.confirmed:
+            outputs["CapacityBlockEndDate"] = (
+                purchase.end_date,
+                "End (UTC) of the offering a confirmed purchase would buy",
+            )
+        else:
+            outputs["CapacityBlockEndDate"] = (
+                self.expiry.end_date,
+                "End (UTC) of the Capacity Block; EC2 terminates its instances from 30 minutes "
+                "before",
+            )
+            outputs["CapacityEndNoticeTime"] = (
+                self.expiry.notice_time,
+                "When (UTC) the alert topic gets the scheduled end notice",
+            )
+        if cluster_note:
+            outputs["ClusterNotDeployed"] = (cluster_note, "Why this stack holds no cluster yet")
+            if purchase.confirmed:
+                outputs["CapacityReservationId"] = (
+                    self.capacity.reservation_id,
+                    "The bought Capacity Block the cluster will launch into",
+                )
+        return outputs
+
+    def _add_output_table(self, outputs: dict[str, tuple[str, str]]) -> None:
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)

@@ -47,6 +47,31 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "fsxS3Path": "s3://example-training-data/datasets",
         "fsxRemovalPolicy": "destroy",
     },
+    # The kit finds the block (UltraServer catalog entry) and reports it; no cluster.
+    "purchase-dry-run": {
+        "capacityPurchase": True,
+        "capacityReservationId": "",
+        "capacityPurchaseDurationHours": 168,
+        "capacityPurchaseEarliestStart": "2026-12-01T00:00:00Z",
+        "capacityPurchaseLatestStart": "2026-12-15T00:00:00Z",
+        "capacityPurchaseMaxUpfrontFeeUsd": 250000,
+    },
+    # The kit bought an instance-level block (its window has passed, so it may have started) and
+    # builds the EKS cluster in it, with e-mail alerts.
+    "purchase-confirmed": {
+        "orchestrator": "eks",
+        "instanceType": "trn2.48xlarge",
+        "instanceCount": 2,
+        "capacityPurchase": True,
+        "capacityReservationId": "",
+        "capacityPurchaseDurationHours": 24,
+        "capacityPurchaseEarliestStart": "2026-11-01T00:00:00Z",
+        "capacityPurchaseLatestStart": "2026-11-03T00:00:00Z",
+        "capacityPurchaseMaxUpfrontFeeUsd": 20000,
+        "capacityPurchaseConfirm": True,
+        "capacityEndNoticeHours": 6,
+        "alertEmail": "ml-team@example.com",
+    },
 }
 
 

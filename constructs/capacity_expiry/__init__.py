@@ -1,0 +1,157 @@
+"""Capacity Block end warnings, to the alert topic, so people checkpoint before EC2 terminates the
+block's instances (from 30 minutes before its end).
+
+* A scheduled notice ``notice_hours`` before the end: an EventBridge Scheduler one-time schedule
+  whose time a small read-only custom resource derives from the reservation's EndDate. The same
+  lookup serves a block the user holds and one the kit bought (it reads the reservation either
+  way), and it fails the deployment early when capacityReservationId names no live Capacity Block.
+* EC2's own warning: an EventBridge rule on the "Capacity Block Expiration Warning" event for this
+  reservation, which EC2 sends 40 minutes before the end, 10 minutes before terminations start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_scheduler_targets as scheduler_targets
+from aws_cdk import aws_sns as sns
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from trn_constructs.findings import acknowledge, acknowledge_provider_framework
+from trn_constructs.handlers import handler_code, handler_function
+
+HERE = Path(__file__).resolve().parent
+RESOURCE_TYPE = "Custom::CapacityBlockEnd"
+EVENT_SOURCE = "aws.ec2"
+# EC2's user guide has named this event both ways over time; matching either costs nothing.
+EXPIRY_WARNING_DETAIL_TYPES = (
+    "Capacity Block Expiration Warning",
+    "Capacity Block Reservation Expiration Warning",
+)
+KEY_GRANT_FINDING = "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]"
+KEY_GRANT_REASON = (
+    "Publishing to the alert topic encrypts with its KMS key: GenerateDataKey* on that one key"
+)
+
+
+def warning(block: str, end: str, when: str = "") -> str:
+    """The message both warnings send: when the block ends, and to checkpoint before."""
+    return (
+        f"Capacity Block {block} ends at {end}. EC2 terminates its instances from 30 minutes "
+        f"before the end{when}. Checkpoint your training now: what is not on the shared file "
+        "system or in S3 is lost with the instances."
+    )
+
+
+class CapacityExpiryWarnings(Construct):
+    """Warns the alert topic before the Capacity Block ``reservation_id`` ends.
+
+    Attributes (deploy-time strings): end_date and notice_time, ISO-8601 UTC.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        reservation_id: str,
+        topic: sns.ITopic,
+        notice_hours: int,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._add_ec2_warning(reservation_id, topic)
+        lookup = self._end_lookup(reservation_id, notice_hours, log_retention)
+        self.end_date = lookup.get_att_string("EndDate")
+        self.notice_time = lookup.get_att_string("NoticeTime")
+        role = iam.Role(
+            self,
+            "NoticeRole",
+            description="EventBridge Scheduler: publish the Capacity Block end notice",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+        )
+        scheduler.Schedule(
+            self,
+            "EndNotice",
+            description=f"Capacity Block end notice, {notice_hours} h before the end",
+            schedule=scheduler.ScheduleExpression.expression(
+                lookup.get_att_string("NoticeSchedule")
+            ),
+            target=scheduler_targets.SnsPublish(
+                topic,
+                role=role,
+                input=scheduler.ScheduleTargetInput.from_text(
+                    warning(reservation_id, self.end_date)
+                ),
+            ),
+        )
+        acknowledge(role, KEY_GRANT_FINDING, KEY_GRANT_REASON)
+
+    def _add_ec2_warning(self, reservation_id: str, topic: sns.ITopic) -> None:
+        rule = events.Rule(
+            self,
+            "ExpiryWarning",
+            description="EC2's Capacity Block expiration warning for the cluster's block",
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE],
+                detail_type=list(EXPIRY_WARNING_DETAIL_TYPES),
+                detail={"capacity-reservation-id": [reservation_id]},
+            ),
+        )
+        rule.add_target(
+            events_targets.SnsTopic(
+                topic,
+                # A role scoped to this topic rather than a topic policy for every rule.
+                authorize_using_role=True,
+                message=events.RuleTargetInput.from_text(
+                    warning(
+                        events.EventField.from_path("$.detail.capacity-reservation-id"),
+                        events.EventField.from_path("$.detail.end-date"),
+                        # EC2 sends its warning 40 minutes before the end.
+                        when=", in about 10 minutes",
+                    )
+                ),
+            )
+        )
+        acknowledge(rule, KEY_GRANT_FINDING, KEY_GRANT_REASON)
+
+    def _end_lookup(
+        self, reservation_id: str, notice_hours: int, log_retention: logs.RetentionDays
+    ) -> CustomResource:
+        on_event = handler_function(
+            self,
+            "EndLookup",
+            code=handler_code(HERE / "handler"),
+            entry_point="on_event",
+            timeout=Duration.minutes(1),
+            description="Capacity Block end: read the reservation's end date",
+            log_retention=log_retention,
+        )
+        on_event.add_to_role_policy(
+            iam.PolicyStatement(actions=["ec2:DescribeCapacityReservations"], resources=["*"])
+        )
+        acknowledge(
+            on_event,
+            "AwsSolutions-IAM5[Resource::*]",
+            "DescribeCapacityReservations has no resource-level permissions; the lookup reads "
+            "one reservation's end date",
+        )
+        provider = cr.Provider(self, "Provider", on_event_handler=on_event)
+        acknowledge_provider_framework(provider, (on_event,))
+        return CustomResource(
+            self,
+            "End",
+            service_token=provider.service_token,
+            resource_type=RESOURCE_TYPE,
+            properties={"ReservationId": reservation_id, "NoticeHoursBefore": str(notice_hours)},
+        )

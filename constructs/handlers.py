@@ -1,0 +1,57 @@
+"""Lambda functions for the kit's custom resource handlers: one runtime, logs kept as configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from trn_constructs.findings import BASIC_EXECUTION, acknowledge
+
+# Its boto3 knows every API the handlers call, UltraServer Capacity Block parameters included.
+HANDLER_RUNTIME = lambda_.Runtime.PYTHON_3_14
+
+
+def handler_code(directory: Path) -> lambda_.Code:
+    """A handler directory as a Lambda asset, without interpreter caches."""
+    return lambda_.Code.from_asset(str(directory), exclude=["__pycache__", "*.pyc"])
+
+
+def handler_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    code: lambda_.Code,
+    entry_point: str,
+    timeout: Duration,
+    description: str,
+    log_retention: logs.RetentionDays,
+    **options: Any,
+) -> lambda_.Function:
+    """``index.<entry_point>`` of ``code`` with its own log group; ``options`` go to Function."""
+    function = lambda_.Function(
+        scope,
+        construct_id,
+        runtime=HANDLER_RUNTIME,
+        handler=f"index.{entry_point}",
+        code=code,
+        timeout=timeout,
+        description=description,
+        log_group=logs.LogGroup(
+            scope,
+            f"{construct_id}Logs",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        ),
+        **options,
+    )
+    acknowledge(
+        function,
+        f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+        "The basic execution policy only lets the function write its own log streams",
+    )
+    return function
