@@ -47,3 +47,10 @@ test: setup
 
 clean:
 	rm -rf cdk.out .pytest_cache
+
+# Capacity Block offerings for the purchase configured in cdk.json, cheapest first; buys nothing.
+# Uses your AWS credentials, an instance role included. More options: OFFERINGS_ARGS="--availability-zone=".
+.PHONY: offerings
+offerings: export AWS_EC2_METADATA_DISABLED := false
+offerings: $(VENV)/.installed node_modules/.installed
+	$(PYTHON) -m trn_constructs.capacity_purchase.offerings_cli --from-cdk-json $(OFFERINGS_ARGS)

@@ -4,6 +4,12 @@
         --instance-count 4 --duration-hours 168 --earliest-start 2026-12-01T00:00Z \\
         --latest-start 2026-12-15T00:00Z --region us-east-2
 
+    python -m trn_constructs.capacity_purchase.offerings_cli --from-cdk-json   # `make offerings`
+
+With --from-cdk-json every option comes from the kit's configuration (cdk.json context, validated
+like `cdk synth` validates it, capacityPurchase=true required) exactly as the purchasing custom
+resource would receive it; options given as well override it, e.g. --availability-zone= for all AZs.
+
 Offerings are filtered with the same rule the purchasing custom resource uses, except the fee cap
 (the table is what you would choose the cap from). It only describes; it never buys.
 """
@@ -11,12 +17,16 @@ Offerings are filtered with the same rule the purchasing custom resource uses, e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from trn_constructs.capacity_purchase import search_properties
 from trn_constructs.capacity_purchase.handler import index
+from trn_constructs.config import ConfigError, parse_config
 
 COLUMNS = ("AZ", "start", "end", "hours", "instances", "upfront fee", "currency", "offering id")
 
@@ -40,35 +50,88 @@ def format_table(offerings: Sequence[index.Offering]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
+# The search options by the custom resource property each one stands for.
+SEARCH_OPTIONS = {
+    "InstanceType": "instance_type",
+    "InstanceCount": "instance_count",
+    "CapacityDurationHours": "duration_hours",
+    "EarliestStart": "earliest_start",
+    "LatestStart": "latest_start",
+    "AvailabilityZone": "availability_zone",
+    "UltraserverType": "ultraserver_type",
+    "UltraserverCount": "ultraserver_count",
+}
+
+
+def options_from_cdk_json(path: Path) -> dict[str, str]:
+    """Option defaults from the kit's configuration: the purchase's own search properties."""
+    config = parse_config(json.loads(path.read_text())["context"])
+    if config.capacity_purchase is None:
+        raise ConfigError(
+            f"capacityPurchase is false in {path}: set it to true with "
+            "capacityPurchaseDurationHours, capacityPurchaseEarliestStart, "
+            "capacityPurchaseLatestStart and capacityPurchaseMaxUpfrontFeeUsd (nothing is bought "
+            "without capacityPurchaseConfirm), or pass the search options instead"
+        )
+    found = search_properties(
+        config.capacity_purchase, config.capacity, config.network.availability_zone
+    )
+    options = {option: found.get(prop, "") for prop, option in SEARCH_OPTIONS.items()}
+    return options | {"region": config.region}
+
+
+def _add_from_cdk_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from-cdk-json",
+        metavar="PATH",
+        nargs="?",
+        const="cdk.json",
+        help="take the options from the kit's configuration (default path: cdk.json)",
+    )
+
+
+def _parser(defaults: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Options the defaults fill are optional; without defaults the search ones are required."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--instance-type", required=True)
-    parser.add_argument("--instance-count", required=True, help="instances in the block")
-    parser.add_argument("--duration-hours", required=True)
-    parser.add_argument("--earliest-start", required=True, help="ISO-8601 UTC")
-    parser.add_argument("--latest-start", required=True, help="ISO-8601 UTC")
-    parser.add_argument("--region", help="defaults to the AWS configuration's region")
-    parser.add_argument("--availability-zone", default="")
-    parser.add_argument("--ultraserver-type", default="")
-    parser.add_argument("--ultraserver-count", default="")
+    _add_from_cdk_json(parser)
+
+    def option(name: str, required: bool = True, **kwargs) -> None:
+        dest = name.replace("-", "_")
+        if dest in defaults:
+            kwargs["default"] = defaults[dest]
+        else:
+            kwargs["required"] = required
+        parser.add_argument(f"--{name}", **kwargs)
+
+    option("instance-type")
+    option("instance-count", help="instances in the block")
+    option("duration-hours")
+    option("earliest-start", help="ISO-8601 UTC")
+    option("latest-start", help="ISO-8601 UTC")
+    option("region", required=False, help="defaults to the AWS configuration's region")
+    for name in ("availability-zone", "ultraserver-type", "ultraserver-count"):
+        option(name, required=False, default="")
     return parser
 
 
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    first = argparse.ArgumentParser(add_help=False)
+    _add_from_cdk_json(first)
+    known, _ = first.parse_known_args(argv)
+    defaults = options_from_cdk_json(Path(known.from_cdk_json)) if known.from_cdk_json else {}
+    return _parser(defaults).parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _arguments(argv)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
     try:
         # The same property names the custom resource receives, so both validate alike.
         query = index.OfferingQuery.from_properties(
-            {
-                "InstanceType": args.instance_type,
-                "InstanceCount": args.instance_count,
-                "CapacityDurationHours": args.duration_hours,
-                "EarliestStart": args.earliest_start,
-                "LatestStart": args.latest_start,
-                "AvailabilityZone": args.availability_zone,
-                "UltraserverType": args.ultraserver_type,
-                "UltraserverCount": args.ultraserver_count,
-            }
+            {prop: getattr(args, option) for prop, option in SEARCH_OPTIONS.items()}
         )
         query.check_window(index.utcnow())
     except index.CapacityPurchaseError as error:
@@ -85,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClientError, BotoCoreError) as error:
         print(f"EC2 DescribeCapacityBlockOfferings failed: {error}", file=sys.stderr)
         return 1
+    except index.CapacityPurchaseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     fitting, rejected = index.partition(offerings, query)
     if not fitting:
         print(index.no_match_message(query, len(offerings), rejected))

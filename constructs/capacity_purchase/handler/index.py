@@ -53,6 +53,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping, Sequence
 
 import boto3
+import botocore
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -369,7 +370,22 @@ class OfferingQuery:
         )
 
 
+def require_ultraserver_support(client) -> None:
+    """Fail before any search or purchase when this botocore predates UltraServer Capacity
+    Blocks. The kit does not bundle boto3, so the Lambda runtime's copy decides; an old one would
+    otherwise fail with a bare parameter-validation error."""
+    operation = client.meta.service_model.operation_model("DescribeCapacityBlockOfferings")
+    if "UltraserverType" not in operation.input_shape.members:
+        raise CapacityPurchaseError(
+            f"this botocore ({botocore.__version__}) does not know UltraServer Capacity Blocks "
+            "(DescribeCapacityBlockOfferings UltraserverType); use a newer boto3 or Lambda "
+            "runtime. Nothing was bought"
+        )
+
+
 def fetch_offerings(client, query: OfferingQuery) -> list[Offering]:
+    if query.ultraserver_type:
+        require_ultraserver_support(client)
     paginator = client.get_paginator("describe_capacity_block_offerings")
     pages = paginator.paginate(**query.api_params())
     return [Offering.from_api(item) for page in pages for item in page["CapacityBlockOfferings"]]
