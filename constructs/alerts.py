@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -13,9 +14,8 @@ class Alerts(Construct):
     """An SNS topic encrypted with its own KMS key, reachable over TLS only.
 
     Publishers that act through an IAM role (EventBridge rules and schedules in this kit) get
-    ``topic.grant_publish(role)``, which also grants the key. A service that publishes as a service
-    principal, such as a CloudWatch alarm action, additionally needs ``key.grant(...)`` for
-    kms:Decrypt and kms:GenerateDataKey*, because the topic's messages are encrypted with ``key``.
+    ``topic.grant_publish(role)``, which also grants the key. CloudWatch alarm actions publish as
+    the CloudWatch service, so the key lets that service encrypt messages for the topic.
 
     Attributes:
         topic: the alert topic.
@@ -32,6 +32,9 @@ class Alerts(Construct):
             # The key protects messages in flight only; nothing stays encrypted under it.
             removal_policy=RemovalPolicy.DESTROY,
             pending_window=Duration.days(7),
+        )
+        self.key.grant(
+            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
         )
         self.topic = sns.Topic(
             self,

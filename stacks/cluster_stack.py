@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, RemovalPolicy
+from aws_cdk import CfnOutput
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.base import KitStack
@@ -142,7 +140,7 @@ class TrnClusterStack(KitStack):
             burn_in_dtype=config.burn_in.dtype,
             file_system_id=self.storage.file_system_id,
             file_system_capacity_gib=config.fsx.storage_capacity_gib,
-            alarm_topic=self._alarm_topic(),
+            alarm_topic=self.alerts.topic,
             other_nodes=config.eks.system_node_count if config.orchestrator == "eks" else 0,
         )
         # Alarms start watching once the nodes have passed the burn-in, not while they boot.
@@ -195,35 +193,18 @@ class TrnClusterStack(KitStack):
             log_retention=config.log_retention,
             tags=config.tags,
             image_ssm_parameter=config.image_ssm_parameter,
-            # A node that fails the burn-in fails OnNodeConfigured, so Slurm never schedules on it.
-            compute_node_action=CustomAction(
-                script=self.burn_in.bootstrap.s3_object_url,
-                args=tuple(self.burn_in.node_arguments(self.capacity, config.burn_in)),
+            compute_node_actions=(
+                # First, so metrics flow during the burn-in; it never fails a node.
+                self.telemetry.node_action(),
+                # A node that fails the burn-in fails its configuration: Slurm never uses it.
+                CustomAction(
+                    script=self.burn_in.bootstrap.s3_object_url,
+                    args=tuple(self.burn_in.node_arguments(self.capacity, config.burn_in)),
+                ),
             ),
-            compute_node_policies=(node_policy,),
+            compute_node_policies=(node_policy, self.telemetry.node_policy),
         )
         return self.orchestrator.cluster
-
-    def _alarm_topic(self) -> sns.Topic:
-        """The alarms' topic: KMS-encrypted and TLS-only; CloudWatch may use the key to publish."""
-        key = kms.Key(
-            self,
-            "AlarmTopicKey",
-            description="Encrypts the cluster's alarm topic",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        key.grant(
-            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
-        )
-        topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True)
-        CfnOutput(
-            self,
-            "AlarmTopicArn",
-            value=topic.topic_arn,
-            description="SNS topic of the cluster's alarms: subscribe (email, chat) to be paged",
-        )
-        return topic
 
     def _add_outputs(self, config: ClusterConfig) -> None:
         outputs = {
@@ -276,7 +257,8 @@ class TrnClusterStack(KitStack):
         outputs = {
             "AlertTopicArn": (
                 self.alerts.topic.topic_arn,
-                "SNS topic for the cluster's alerts (Capacity Block end warnings); subscribe to it",
+                "SNS topic for the cluster's alerts (alarms, Capacity Block end warnings); subscribe "
+                "to it (e-mail, chat) to be told",
             ),
         }
         purchase = self.capacity_purchase

@@ -72,19 +72,11 @@ def alarms(synthesized) -> dict[str, dict]:
 
 
 def topic_id(synthesized) -> str:
+    """The one alert topic: alarms and Capacity Block notices share it."""
     (name,) = synthesized.template.find_resources(
-        "AWS::SNS::Topic", {"Properties": {"KmsMasterKeyId": Match.any_value()}}
-    ).keys() - set(_alert_topics(synthesized))
+        "AWS::SNS::Topic", {"Properties": {"DisplayName": "Trainium cluster alerts"}}
+    )
     return name
-
-
-def _alert_topics(synthesized) -> list[str]:
-    # Another engineer's alert topic may exist alongside; it is not the alarm topic.
-    return [
-        name
-        for name, topic in synthesized.template.find_resources("AWS::SNS::Topic").items()
-        if topic["Properties"].get("DisplayName") == "Trainium cluster alerts"
-    ]
 
 
 # --- dashboard -----------------------------------------------------------------------------------
@@ -100,7 +92,7 @@ def test_one_dashboard_named_after_the_stack_with_outputs(each):
         "https://us-east-2.console.aws.amazon.com/cloudwatch/home?region=us-east-2"
         "#dashboards/dashboard/TrnClusterStack-operations"
     )
-    assert all(outputs[name]["Description"] for name in ("OperationsDashboardName", "AlarmTopicArn"))
+    assert all(outputs[name]["Description"] for name in ("OperationsDashboardName", "AlertTopicArn"))
 
 
 def test_widgets_per_orchestrator(eks, slurm):
@@ -313,7 +305,7 @@ def test_alarms_start_after_the_handover_gate(each):
         assert gate in alarm["DependsOn"]
 
 
-def test_alarm_topic_is_encrypted_tls_only_and_cloudwatch_may_use_its_key(each):
+def test_alert_topic_is_encrypted_tls_only_and_cloudwatch_may_use_its_key(each):
     _, synthesized = each
     template = synthesized.template
     topic = template.find_resources("AWS::SNS::Topic")[topic_id(synthesized)]

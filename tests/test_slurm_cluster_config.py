@@ -62,8 +62,12 @@ def with_actions(
     return cluster_configuration(
         replace(
             spec,
-            head_node=replace(spec.head_node, on_node_configured=head),
-            queue=replace(spec.queue, on_node_start=queue_start, on_node_configured=queue),
+            head_node=replace(spec.head_node, on_node_configured=(head,) if head else ()),
+            queue=replace(
+                spec.queue,
+                on_node_start=(queue_start,) if queue_start else (),
+                on_node_configured=(queue,) if queue else (),
+            ),
         )
     )
 
@@ -92,6 +96,21 @@ def test_a_start_action_runs_first_and_shares_the_read_only_bucket_access(spec):
         "Script": NEURON.script, "Args": ["--release", "2.33.0"]
     }
     # Both scripts live in one bucket: one read-only grant.
+    assert queue["Iam"]["S3Access"] == [{"BucketName": "kit-assets", "EnableWriteAccess": False}]
+
+
+def test_several_actions_on_one_hook_run_as_a_sequence_in_order(spec):
+    shipper = CustomAction(script="s3://kit-assets/ship.py", args=("install",))
+    config = cluster_configuration(
+        replace(spec, queue=replace(spec.queue, on_node_configured=(shipper, BURN_IN)))
+    )
+    (queue,) = config["Scheduling"]["SlurmQueues"]
+    assert queue["CustomActions"]["OnNodeConfigured"] == {
+        "Sequence": [
+            {"Script": shipper.script, "Args": ["install"]},
+            {"Script": BURN_IN.script, "Args": ["--dtype", "bf16"]},
+        ]
+    }
     assert queue["Iam"]["S3Access"] == [{"BucketName": "kit-assets", "EnableWriteAccess": False}]
 
 

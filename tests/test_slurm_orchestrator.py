@@ -187,7 +187,9 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
 def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuration):
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
     assert "CustomActions" not in configuration["HeadNode"]
-    action = queue["CustomActions"]["OnNodeConfigured"]
+    shipper, action = queue["CustomActions"]["OnNodeConfigured"]["Sequence"]
+    # Metrics start shipping first, so they flow while the burn-in runs.
+    assert shipper["Script"].endswith(".py") and shipper["Args"][0] == "install"
     # The bootstrap script is a CDK asset; its arguments point it at the package and reports.
     assert action["Script"].startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-2/")
     assert action["Script"].endswith(".py")
@@ -197,7 +199,10 @@ def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuratio
     assert args[args.index("--duration") + 1] == "180"
     assert args.index("--") < args.index("--instance-type")
     burn_in_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "BurnInNodePolicy")
-    assert queue["Iam"]["AdditionalIamPolicies"] == [{"Policy": {"Ref": burn_in_policy}}]
+    telemetry_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "TelemetryNodePolicy")
+    assert queue["Iam"]["AdditionalIamPolicies"] == [
+        {"Policy": {"Ref": burn_in_policy}}, {"Policy": {"Ref": telemetry_policy}}
+    ]
     # Read-only access to the asset bucket holding the bootstrap script.
     assert [access["EnableWriteAccess"] for access in queue["Iam"]["S3Access"]] == [False]
 
@@ -260,7 +265,12 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
     configuration = cluster_resource(template)["Properties"]["ClusterConfiguration"]
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
     burn_in_policy = {"Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "BurnInNodePolicy")}
-    assert queue["Iam"]["AdditionalIamPolicies"] == [{"Policy": POLICY}, {"Policy": burn_in_policy}]
+    telemetry_policy = {
+        "Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "TelemetryNodePolicy")
+    }
+    assert queue["Iam"]["AdditionalIamPolicies"] == [
+        {"Policy": POLICY}, {"Policy": burn_in_policy}, {"Policy": telemetry_policy}
+    ]
     assert {"Policy": POLICY} in configuration["HeadNode"]["Iam"]["AdditionalIamPolicies"]
     attach = logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmProviderAttachNodePolicies")
     template.has_resource_properties(
@@ -274,7 +284,11 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
                     {
                         "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
                         "Effect": "Allow",
-                        "Condition": {"ArnEquals": {"iam:PolicyARN": [POLICY, burn_in_policy]}},
+                        "Condition": {
+                            "ArnEquals": {
+                                "iam:PolicyARN": [POLICY, burn_in_policy, telemetry_policy]
+                            }
+                        },
                         "Resource": "arn:aws:iam::123456789012:role/parallelcluster/*",
                     }
                 ]

@@ -45,6 +45,7 @@ ID_PREFIXES = {
     ("AWS::FSx::FileSystem", None): "fs",
     ("AWS::EC2::PrefixList", "PrefixListId"): "pl",
     ("AWS::S3::Bucket", None): "trn-kit-reports",
+    ("AWS::Logs::LogGroup", None): "/aws/containerinsights/trn-kit/performance",
 }
 CUSTOM_AMI_ID = "ami-0a1b2c3d4e5f60718"  # stands in for the imageSsmParameter reference
 IMAGE_SSM_PARAMETER = "/trn-kit/ami/slurm"

@@ -50,13 +50,13 @@ class NodeSpec:
     subnet_id: str
     security_group_ids: tuple[str, ...]
     policy_arns: tuple[str, ...]
-    on_node_start: CustomAction | None = None
-    on_node_configured: CustomAction | None = None
+    on_node_start: tuple[CustomAction, ...] = ()
+    on_node_configured: tuple[CustomAction, ...] = ()
 
     @property
-    def custom_actions(self) -> dict[str, CustomAction]:
+    def custom_actions(self) -> dict[str, tuple[CustomAction, ...]]:
         hooks = {"OnNodeStart": self.on_node_start, "OnNodeConfigured": self.on_node_configured}
-        return {hook: action for hook, action in hooks.items() if action is not None}
+        return {hook: actions for hook, actions in hooks.items() if actions}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +180,8 @@ def _iam(node: NodeSpec) -> dict[str, Any]:
     # The node downloads its custom action scripts itself: read-only, once per bucket.
     buckets = dict.fromkeys(
         bucket
-        for action in node.custom_actions.values()
+        for actions in node.custom_actions.values()
+        for action in actions
         if (bucket := _s3_bucket(action.script))
     )
     if buckets:
@@ -188,14 +189,20 @@ def _iam(node: NodeSpec) -> dict[str, Any]:
     return {"Iam": iam} if iam else {}
 
 
+def _script(action: CustomAction) -> dict[str, Any]:
+    script: dict[str, Any] = {"Script": action.script}
+    if action.args:
+        script["Args"] = list(action.args)
+    return script
+
+
 def _custom_actions(node: NodeSpec) -> dict[str, Any]:
-    actions: dict[str, Any] = {}
-    for hook, action in node.custom_actions.items():
-        script: dict[str, Any] = {"Script": action.script}
-        if action.args:
-            script["Args"] = list(action.args)
-        actions[hook] = script
-    return {"CustomActions": actions} if actions else {}
+    """One action as ParallelCluster's plain form; several, in order, as its Sequence form."""
+    rendered = {
+        hook: _script(actions[0]) if len(actions) == 1 else {"Sequence": [_script(a) for a in actions]}
+        for hook, actions in node.custom_actions.items()
+    }
+    return {"CustomActions": rendered} if rendered else {}
 
 
 def _s3_bucket(uri: str) -> str | None:

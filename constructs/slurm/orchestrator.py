@@ -50,7 +50,7 @@ class SlurmOrchestrator(Construct):
     Every node boots ParallelCluster's official AMI, or the compute nodes the custom image in
     ``image_ssm_parameter`` (made from that AMI, e.g. by TrnAmiStack). Compute nodes install the
     pinned Neuron stack when they start (only checking it on an image that has it), then run
-    ``compute_node_action`` once ParallelCluster has configured them.
+    ``compute_node_actions``, in order, once ParallelCluster has configured them.
 
     Attributes:
         cluster_name: the ParallelCluster cluster name.
@@ -72,7 +72,7 @@ class SlurmOrchestrator(Construct):
         log_retention: RetentionDays,
         tags: Mapping[str, str],
         image_ssm_parameter: str | None = None,
-        compute_node_action: CustomAction | None = None,
+        compute_node_actions: tuple[CustomAction, ...] = (),
         compute_node_policies: tuple[iam.IManagedPolicy, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
@@ -123,8 +123,10 @@ class SlurmOrchestrator(Construct):
                     *config.additional_policy_arns,
                     *(policy.managed_policy_arn for policy in compute_node_policies),
                 ),
-                on_node_start=CustomAction(script=neuron_script.s3_object_url, args=neuron.args),
-                on_node_configured=compute_node_action,
+                on_node_start=(
+                    CustomAction(script=neuron_script.s3_object_url, args=neuron.args),
+                ),
+                on_node_configured=compute_node_actions,
             ),
             file_system_id=storage.file_system_id,
             mount_dir=mount_dir,
