@@ -16,21 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import CustomResource, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_imagebuilder as imagebuilder
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from trn_constructs.findings import (
-    BASIC_EXECUTION,
-    acknowledge,
-    acknowledge_provider_framework,
-)
+from trn_constructs.findings import acknowledge, acknowledge_provider_framework
+from trn_constructs.handlers import handler_code, handler_function
 
 AMI_DIR = Path(__file__).resolve().parent.parent / "ami"
 COMPONENTS_DIR = AMI_DIR / "components"
@@ -222,22 +218,14 @@ class NeuronImageBuilder(Construct):
         name = f"{orchestrator.capitalize()}ParentImage"
         # A Lambda rather than an AwsCustomResource: the API call returns every match unordered,
         # and picking the newest needs code.
-        function = lambda_.Function(
+        function = handler_function(
             self,
             f"{name}Lookup",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="index.on_event",
-            code=lambda_.Code.from_asset(
-                str(IMAGE_LOOKUP_HANDLER_DIR), exclude=["__pycache__", "*.pyc"]
-            ),
+            code=handler_code(IMAGE_LOOKUP_HANDLER_DIR),
+            entry_point="on_event",
             timeout=Duration.minutes(1),
             description=f"Finds the newest image named {lookup.name_pattern}",
-            log_group=logs.LogGroup(
-                self,
-                f"{name}LookupLogs",
-                retention=log_retention,
-                removal_policy=RemovalPolicy.DESTROY,
-            ),
+            log_retention=log_retention,
         )
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["ec2:DescribeImages"], resources=["*"])
@@ -246,11 +234,6 @@ class NeuronImageBuilder(Construct):
             function,
             "AwsSolutions-IAM5[Resource::*]",
             "ec2:DescribeImages has no resource-level permissions; the lookup only reads",
-        )
-        acknowledge(
-            function,
-            f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
-            "The basic execution policy only lets the lookup write its own log streams",
         )
         provider = cr.Provider(self, f"{name}Provider", on_event_handler=function)
         acknowledge_provider_framework(provider, (function,))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
@@ -23,12 +22,8 @@ from trn_burnin.catalog import OVERRIDABLE_FIELDS
 from trn_burnin.publish import DEFAULT_NAMESPACE
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
-from trn_constructs.findings import (
-    BASIC_EXECUTION,
-    acknowledge,
-    acknowledge_provider_framework,
-    arn_finding,
-)
+from trn_constructs.findings import acknowledge, acknowledge_provider_framework, arn_finding
+from trn_constructs.handlers import handler_code, handler_function
 
 HERE = Path(__file__).resolve().parent
 BURN_IN_PACKAGE_DIR = HERE.parent.parent / "trn_burnin"
@@ -155,27 +150,22 @@ class HandoverGate(Construct):
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
-        code = lambda_.Code.from_asset(str(HERE / "handler"), exclude=["__pycache__", "*.pyc"])
-
-        def handler(construct_id: str, entry_point: str, timeout: Duration) -> lambda_.Function:
-            return lambda_.Function(
+        code = handler_code(HERE / "handler")
+        on_event, is_complete = (
+            handler_function(
                 self,
                 construct_id,
-                runtime=lambda_.Runtime.PYTHON_3_14,
-                handler=f"index.{entry_point}",
                 code=code,
+                entry_point=entry_point,
                 timeout=timeout,
                 description=f"Burn-in handover gate: {entry_point}",
-                log_group=logs.LogGroup(
-                    self,
-                    f"{construct_id}Logs",
-                    retention=log_retention,
-                    removal_policy=RemovalPolicy.DESTROY,
-                ),
+                log_retention=log_retention,
             )
-
-        on_event = handler("OnEvent", "on_event", Duration.seconds(30))
-        is_complete = handler("IsComplete", "is_complete", Duration.minutes(2))
+            for construct_id, entry_point, timeout in (
+                ("OnEvent", "on_event", Duration.seconds(30)),
+                ("IsComplete", "is_complete", Duration.minutes(2)),
+            )
+        )
         for statement in (
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
@@ -227,10 +217,4 @@ class HandoverGate(Construct):
         gate.node.add_dependency(nodes)
         self.summary = gate.get_att_string("Summary")
         self.report_location = gate.get_att_string("ReportLocation")
-        for function in (on_event, is_complete):
-            acknowledge(
-                function,
-                f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
-                "The basic execution policy only lets the gate write its own log streams",
-            )
         acknowledge_provider_framework(provider, (on_event, is_complete))
