@@ -172,7 +172,8 @@ class ClusterConfig:
     fsx: FsxConfig
     log_retention: RetentionDays
     tags: Mapping[str, str]
-    # SSM parameter holding the node image id (TrnAmiStack writes one); None: AWS's Neuron image.
+    # SSM parameter holding the Slurm node image id (TrnAmiStack writes one); None: ParallelCluster's
+    # official image, which installs the pinned Neuron stack when a node starts.
     image_ssm_parameter: str | None
     burn_in: BurnInConfig
     eks: EksConfig
@@ -598,6 +599,24 @@ def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
     )
 
 
+def _parse_image(ctx: _Context, orchestrator: str) -> str | None:
+    if orchestrator == "eks":
+        # EKS nodes use the EKS Neuron AMI type; a custom image there would be silently ignored.
+        ctx.matching(
+            "imageSsmParameter", "", "empty with orchestrator=eks (nodes use the EKS Neuron AMI)"
+        )
+        return None
+    return (
+        ctx.matching(
+            "imageSsmParameter",
+            r"(/[A-Za-z0-9_.-]+)*",
+            "empty (ParallelCluster's image, Neuron installed at node start) or an SSM "
+            "parameter name such as /trn-kit/ami/slurm",
+        )
+        or None
+    )
+
+
 def _parse_eks(ctx: _Context) -> EksConfig:
     count = ctx.integer("eksSystemNodeCount", SETTINGS["eksSystemNodeCount"])
     if not 1 <= count <= 10:
@@ -697,12 +716,7 @@ def parse_config(raw: Mapping[str, Any], now: datetime | None = None) -> Cluster
         fsx=_parse_fsx(ctx),
         log_retention=LOG_RETENTION[retention],
         tags=tags,
-        image_ssm_parameter=ctx.matching(
-            "imageSsmParameter",
-            r"(/[A-Za-z0-9_.-]+)*",
-            "empty (AWS's Neuron image) or an SSM parameter name such as /trn-kit/ami/slurm",
-        )
-        or None,
+        image_ssm_parameter=_parse_image(ctx, orchestrator),
         burn_in=_parse_burn_in(ctx, capacity.instance),
         eks=_parse_eks(ctx),
         slurm=_parse_slurm(ctx),

@@ -234,9 +234,14 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
         ),
         (
             {"imageSsmParameter": "trn-kit/ami/slurm"},
-            "setting 'imageSsmParameter': got 'trn-kit/ami/slurm'; allowed: empty (AWS's Neuron "
-            "image) or an SSM parameter name such as /trn-kit/ami/slurm",
+            "setting 'imageSsmParameter': got 'trn-kit/ami/slurm'; allowed: empty "
+            "(ParallelCluster's image, Neuron installed at node start) or an SSM parameter name "
+            "such as /trn-kit/ami/slurm",
         ),
+        (
+            {"orchestrator": "eks", "imageSsmParameter": "/trn-kit/ami/eks"},
+            "setting 'imageSsmParameter': got '/trn-kit/ami/eks'; allowed: empty with "
+            "orchestrator=eks (nodes use the EKS Neuron AMI)"),
         (
             {"eksKubernetesVersion": "1.29"},
             "setting 'eksKubernetesVersion': got '1.29'; allowed: 1.34 or 1.35",
