@@ -241,7 +241,8 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
         (
             {"orchestrator": "eks", "imageSsmParameter": "/trn-kit/ami/eks"},
             "setting 'imageSsmParameter': got '/trn-kit/ami/eks'; allowed: empty with "
-            "orchestrator=eks (nodes use the EKS Neuron AMI)"),
+            "orchestrator=eks (nodes use the EKS Neuron AMI)",
+        ),
         (
             {"eksKubernetesVersion": "1.29"},
             "setting 'eksKubernetesVersion': got '1.29'; allowed: 1.34 or 1.35",
