@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_imagebuilder as imagebuilder
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from trn_constructs.findings import acknowledge, acknowledge_provider_framework
-from trn_constructs.handlers import handler_code, handler_function
+from trn_constructs.findings import acknowledge
+from trn_constructs.handlers import read_only_lookup
 
 AMI_DIR = Path(__file__).resolve().parent.parent / "ami"
 COMPONENTS_DIR = AMI_DIR / "components"
@@ -218,31 +217,16 @@ class NeuronImageBuilder(Construct):
         name = f"{orchestrator.capitalize()}ParentImage"
         # A Lambda rather than an AwsCustomResource: the API call returns every match unordered,
         # and picking the newest needs code.
-        function = handler_function(
-            self,
-            f"{name}Lookup",
-            code=handler_code(IMAGE_LOOKUP_HANDLER_DIR),
-            entry_point="on_event",
-            timeout=Duration.minutes(1),
-            description=f"Finds the newest image named {lookup.name_pattern}",
-            log_retention=log_retention,
-        )
-        function.add_to_role_policy(
-            iam.PolicyStatement(actions=["ec2:DescribeImages"], resources=["*"])
-        )
-        acknowledge(
-            function,
-            "AwsSolutions-IAM5[Resource::*]",
-            "ec2:DescribeImages has no resource-level permissions; the lookup only reads",
-        )
-        provider = cr.Provider(self, f"{name}Provider", on_event_handler=function)
-        acknowledge_provider_framework(provider, (function,))
-        image = CustomResource(
+        image = read_only_lookup(
             self,
             name,
-            service_token=provider.service_token,
+            handler_dir=IMAGE_LOOKUP_HANDLER_DIR,
+            action="ec2:DescribeImages",
+            reason="ec2:DescribeImages has no resource-level permissions; the lookup only reads",
+            description=f"Finds the newest image named {lookup.name_pattern}",
             resource_type="Custom::TrnImageLookup",
             properties={"NamePattern": lookup.name_pattern},
+            log_retention=log_retention,
         )
         return image.get_att_string("ImageId")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import CustomResource, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
@@ -21,11 +21,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from trn_constructs.findings import acknowledge, acknowledge_provider_framework
-from trn_constructs.handlers import handler_code, handler_function
+from trn_constructs.findings import acknowledge
+from trn_constructs.handlers import read_only_lookup
 
 HERE = Path(__file__).resolve().parent
 RESOURCE_TYPE = "Custom::CapacityBlockEnd"
@@ -128,30 +127,15 @@ class CapacityExpiryWarnings(Construct):
     def _end_lookup(
         self, reservation_id: str, notice_hours: int, log_retention: logs.RetentionDays
     ) -> CustomResource:
-        on_event = handler_function(
-            self,
-            "EndLookup",
-            code=handler_code(HERE / "handler"),
-            entry_point="on_event",
-            timeout=Duration.minutes(1),
-            description="Capacity Block end: read the reservation's end date",
-            log_retention=log_retention,
-        )
-        on_event.add_to_role_policy(
-            iam.PolicyStatement(actions=["ec2:DescribeCapacityReservations"], resources=["*"])
-        )
-        acknowledge(
-            on_event,
-            "AwsSolutions-IAM5[Resource::*]",
-            "DescribeCapacityReservations has no resource-level permissions; the lookup reads "
-            "one reservation's end date",
-        )
-        provider = cr.Provider(self, "Provider", on_event_handler=on_event)
-        acknowledge_provider_framework(provider, (on_event,))
-        return CustomResource(
+        return read_only_lookup(
             self,
             "End",
-            service_token=provider.service_token,
+            handler_dir=HERE / "handler",
+            action="ec2:DescribeCapacityReservations",
+            reason="DescribeCapacityReservations has no resource-level permissions; the lookup "
+            "reads one reservation's end date",
+            description="Capacity Block end: read the reservation's end date",
             resource_type=RESOURCE_TYPE,
             properties={"ReservationId": reservation_id, "NoticeHoursBefore": str(notice_hours)},
+            log_retention=log_retention,
         )
