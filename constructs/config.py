@@ -172,8 +172,9 @@ class ClusterConfig:
     fsx: FsxConfig
     log_retention: RetentionDays
     tags: Mapping[str, str]
-    # SSM parameter holding the Slurm node image id (TrnAmiStack writes one); None: ParallelCluster's
-    # official image, which installs the pinned Neuron stack when a node starts.
+    # SSM parameter holding the Trainium node image id (TrnAmiStack writes one per orchestrator);
+    # None: ParallelCluster's official image, which installs the pinned Neuron stack when a node
+    # starts, or the EKS Neuron AMI type.
     image_ssm_parameter: str | None
     burn_in: BurnInConfig
     eks: EksConfig
@@ -600,18 +601,16 @@ def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
 
 
 def _parse_image(ctx: _Context, orchestrator: str) -> str | None:
-    if orchestrator == "eks":
-        # EKS nodes use the EKS Neuron AMI type; a custom image there would be silently ignored.
-        ctx.matching(
-            "imageSsmParameter", "", "empty with orchestrator=eks (nodes use the EKS Neuron AMI)"
-        )
-        return None
+    default = (
+        "the EKS Neuron AMI"
+        if orchestrator == "eks"
+        else "ParallelCluster's image, Neuron installed at node start"
+    )
     return (
         ctx.matching(
             "imageSsmParameter",
             r"(/[A-Za-z0-9_.-]+)*",
-            "empty (ParallelCluster's image, Neuron installed at node start) or an SSM "
-            "parameter name such as /trn-kit/ami/slurm",
+            f"empty ({default}) or an SSM parameter name such as /trn-kit/ami/{orchestrator}",
         )
         or None
     )

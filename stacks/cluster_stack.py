@@ -160,6 +160,7 @@ class TrnClusterStack(KitStack):
                 storage=self.storage,
                 file_system_capacity_gib=config.fsx.storage_capacity_gib,
                 log_retention=config.log_retention,
+                image_ssm_parameter=config.image_ssm_parameter,
             )
             self.orchestrator.observability.node.add_dependency(self.telemetry)
             return EksBurnIn(

@@ -239,9 +239,9 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
             "such as /trn-kit/ami/slurm",
         ),
         (
-            {"orchestrator": "eks", "imageSsmParameter": "/trn-kit/ami/eks"},
-            "setting 'imageSsmParameter': got '/trn-kit/ami/eks'; allowed: empty with "
-            "orchestrator=eks (nodes use the EKS Neuron AMI)",
+            {"orchestrator": "eks", "imageSsmParameter": "trn-kit/ami/eks"},
+            "setting 'imageSsmParameter': got 'trn-kit/ami/eks'; allowed: empty (the EKS Neuron "
+            "AMI) or an SSM parameter name such as /trn-kit/ami/eks",
         ),
         (
             {"eksKubernetesVersion": "1.29"},

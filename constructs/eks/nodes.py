@@ -3,18 +3,22 @@ in the Capacity Block with every EFA interface attached."""
 
 from __future__ import annotations
 
+from aws_cdk import CfnDynamicReference, CfnDynamicReferenceService, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.eks.scheduling import (
+    BURN_IN_TAINT_EFFECT,
     BURN_IN_TAINT_KEY,
     BURN_IN_TAINT_VALUE,
     trainium_node_labels,
 )
-from trn_constructs.findings import acknowledge
+from trn_constructs.findings import BASIC_EXECUTION, acknowledge
 from trn_constructs.network import Network
 
 # Neuron containers (framework, compiler cache, runtime) run to tens of GiB each.
@@ -52,6 +56,54 @@ def _root_volume(size_gib: int) -> ec2.CfnLaunchTemplate.BlockDeviceMappingPrope
     )
 
 
+# DescribeCluster's path to the Kubernetes service CIDR (CloudFormation exposes only the IPv6 one).
+SERVICE_CIDR_PATH = "cluster.kubernetesNetworkConfig.serviceIpv4Cidr"
+USER_DATA_BOUNDARY = "TRNKIT"
+# The id aws-cdk-lib gives the function behind every AwsCustomResource of a stack.
+AWS_CUSTOM_RESOURCE_SINGLETON = "AWS679f53fac002430cb0da5b7982bd2287"
+
+
+def _node_config_user_data(
+    *,
+    cluster_name: str,
+    endpoint: str,
+    certificate_authority: str,
+    service_cidr: str,
+    labels: dict[str, str],
+    taint: str,
+) -> str:
+    """MIME multi-part user data with the nodeadm NodeConfig that joins an AL2023 node to the
+    cluster. EKS adds its own bootstrap only to its AMI types, so a custom image needs this. The
+    node registers with its labels and the burn-in taint: EKS applies a node group's taints only
+    after the node has joined, and nothing may schedule on it before the burn-in."""
+    node_labels = ",".join(f"{key}={value}" for key, value in labels.items())
+    return "\n".join(
+        [
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/mixed; boundary="{USER_DATA_BOUNDARY}"',
+            "",
+            f"--{USER_DATA_BOUNDARY}",
+            "Content-Type: application/node.eks.aws",
+            "",
+            "apiVersion: node.eks.aws/v1alpha1",
+            "kind: NodeConfig",
+            "spec:",
+            "  cluster:",
+            f"    name: {cluster_name}",
+            f"    apiServerEndpoint: {endpoint}",
+            f"    certificateAuthority: {certificate_authority}",
+            f"    cidr: {service_cidr}",
+            "  kubelet:",
+            "    flags:",
+            f"      - --node-labels={node_labels}",
+            f"      - --register-with-taints={taint}",
+            "",
+            f"--{USER_DATA_BOUNDARY}--",
+            "",
+        ]
+    )
+
+
 def _spec(template: ec2.CfnLaunchTemplate) -> eks.LaunchTemplateSpec:
     return eks.LaunchTemplateSpec(id=template.ref, version=template.attr_latest_version_number)
 
@@ -63,6 +115,9 @@ class ClusterNodes(Construct):
     capacity-block market type and no capacity reservation target, all of which Trainium needs.
     A launch template that names security groups replaces the ones EKS would attach, so both
     templates add the cluster security group (control plane <-> kubelet) to the kit's node group.
+    Trainium nodes run the EKS Neuron AMI type, or with ``image_ssm_parameter`` the image whose id
+    that parameter holds (e.g. TrnAmiStack's, built from the EKS Neuron AMI), bootstrapped by the
+    launch template's user data. System nodes always run the standard EKS AMI type.
 
     Attributes:
         role: the node IAM role.
@@ -79,6 +134,8 @@ class ClusterNodes(Construct):
         capacity: CapacityTarget,
         system_instance_type: str,
         system_node_count: int,
+        log_retention: logs.RetentionDays,
+        image_ssm_parameter: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = iam.Role(
@@ -104,8 +161,17 @@ class ClusterNodes(Construct):
         self.system_nodegroup = self._system_nodegroup(
             cluster, network, base_groups, system_instance_type, system_node_count
         )
+        image = (
+            self._custom_image(cluster, capacity, image_ssm_parameter, log_retention)
+            if image_ssm_parameter
+            else None
+        )
         self.trainium_nodegroup = self._trainium_nodegroup(
-            cluster, network, capacity, base_groups + [network.efa_security_group.security_group_id]
+            cluster,
+            network,
+            capacity,
+            base_groups + [network.efa_security_group.security_group_id],
+            image,
         )
 
     def _system_nodegroup(
@@ -139,13 +205,63 @@ class ClusterNodes(Construct):
             labels={"trn-kit/role": "system"},
         )
 
+    def _custom_image(
+        self,
+        cluster: eks.Cluster,
+        capacity: CapacityTarget,
+        ssm_parameter: str,
+        log_retention: logs.RetentionDays,
+    ) -> tuple[str, str]:
+        """The image id in ``ssm_parameter`` (read when the stack deploys, so synthesis needs no
+        AWS call) and base64 user data that joins a node of it to the cluster."""
+        # One API call whose answer needs no code: an AwsCustomResource rather than a Lambda.
+        lookup = cr.AwsCustomResource(
+            self,
+            "ServiceCidrLookup",
+            on_update=cr.AwsSdkCall(
+                service="EKS",
+                action="describeCluster",
+                parameters={"name": cluster.cluster_name},
+                physical_resource_id=cr.PhysicalResourceId.of(cluster.cluster_name),
+                output_paths=[SERVICE_CIDR_PATH],
+            ),
+            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=[cluster.cluster_arn]),
+            install_latest_aws_sdk=False,
+            log_group=logs.LogGroup(
+                self,
+                "ServiceCidrLookupLogs",
+                retention=log_retention,
+                removal_policy=RemovalPolicy.DESTROY,
+            ),
+        )
+        # The function is the stack-wide singleton aws-cdk-lib creates for AwsCustomResource.
+        acknowledge(
+            Stack.of(self).node.find_child(AWS_CUSTOM_RESOURCE_SINGLETON),
+            f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+            "aws-cdk-lib's AwsCustomResource function only writes its own logs with the basic "
+            "execution policy; its one call is granted separately, on this cluster only",
+        )
+        user_data = _node_config_user_data(
+            cluster_name=cluster.cluster_name,
+            endpoint=cluster.cluster_endpoint,
+            certificate_authority=cluster.cluster_certificate_authority_data,
+            service_cidr=lookup.get_response_field(SERVICE_CIDR_PATH),
+            labels=trainium_node_labels(capacity.instance),
+            taint=f"{BURN_IN_TAINT_KEY}={BURN_IN_TAINT_VALUE}:{BURN_IN_TAINT_EFFECT}",
+        )
+        image_id = CfnDynamicReference(CfnDynamicReferenceService.SSM, ssm_parameter).to_string()
+        return image_id, Fn.base64(user_data)
+
     def _trainium_nodegroup(
         self,
         cluster: eks.Cluster,
         network: Network,
         capacity: CapacityTarget,
         security_groups: list[str],
+        image: tuple[str, str] | None,
     ) -> eks.Nodegroup:
+        """``image``: a custom image's id and the user data that bootstraps it; None: the EKS
+        Neuron AMI type, which EKS bootstraps itself."""
         instance = capacity.instance
         interfaces = [
             ec2.CfnLaunchTemplate.NetworkInterfaceProperty(
@@ -175,6 +291,8 @@ class ClusterNodes(Construct):
                 network_interfaces=interfaces,
                 metadata_options=_metadata_options(),
                 block_device_mappings=[_root_volume(TRAINIUM_ROOT_VOLUME_GIB)],
+                image_id=image[0] if image else None,
+                user_data=image[1] if image else None,
             ),
         )
         if "instance_type" in instance.uncertain:
@@ -184,7 +302,8 @@ class ClusterNodes(Construct):
         return cluster.add_nodegroup_capacity(
             "TrainiumNodes",
             capacity_type=eks.CapacityType.CAPACITY_BLOCK,
-            ami_type=eks.NodegroupAmiType.AL2023_X86_64_NEURON,
+            # A launch template with its own image takes no AMI type (EKS rejects both).
+            ami_type=None if image else eks.NodegroupAmiType.AL2023_X86_64_NEURON,
             launch_template_spec=_spec(template),
             # The block is paid for whole: every reserved instance runs, no scaling.
             min_size=capacity.instance_count,

@@ -85,6 +85,8 @@ class EksOrchestrator(Construct):
 
     Uses ``aws_eks_v2`` (a native ``AWS::EKS::Cluster``); its kubectl provider, a Lambda function in
     the cluster subnets, applies the Helm charts and manifests through the private endpoint.
+    ``image_ssm_parameter``: the SSM parameter holding a custom Trainium node image id (None: the
+    EKS Neuron AMI type).
 
     Attributes:
         cluster: the EKS cluster.
@@ -107,6 +109,7 @@ class EksOrchestrator(Construct):
         storage: SharedFileSystem,
         file_system_capacity_gib: int,
         log_retention: logs.RetentionDays,
+        image_ssm_parameter: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -168,6 +171,8 @@ class EksOrchestrator(Construct):
             capacity=capacity,
             system_instance_type=config.system_node_instance_type,
             system_node_count=config.system_node_count,
+            log_retention=log_retention,
+            image_ssm_parameter=image_ssm_parameter,
         )
         self._add_addons(capacity)
         self._add_shared_storage(storage, file_system_capacity_gib)
