@@ -24,7 +24,7 @@ from trn_constructs.capacity_purchase.handler import index
 UTC = timezone.utc
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 STACK_NAME = "TrnCluster"
-STACK_ID = "arn:aws:cloudformation:us-east-2:111122223333:stack/TrnCluster/11111111-aaaa"
+STACK_ID = "arn:aws:cloudformation:us-east-2:123456789012:stack/TrnCluster/11111111-aaaa"
 LOGICAL_ID = "CapacityPurchase1A2B3C4D"
 ADOPTION_FILTERS = [
     {"Name": "tag:trn-kit:stack-name", "Values": [STACK_NAME]},
@@ -39,7 +39,7 @@ def at(text: str) -> datetime:
 def properties(**overrides: Any) -> dict[str, Any]:
     """ResourceProperties as CloudFormation delivers them (all strings)."""
     props = {
-        "ServiceToken": "arn:aws:lambda:us-east-2:111122223333:function:provider",
+        "ServiceToken": "arn:aws:lambda:us-east-2:123456789012:function:provider",
         "InstanceType": "trn2.48xlarge",
         "InstanceCount": "4",
         "CapacityDurationHours": "168",
