@@ -15,6 +15,11 @@ def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
     Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
 
 
+def managed_policy_finding(name: str) -> str:
+    """The cdk-nag finding id for one AWS managed policy attached to a role."""
+    return f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{name}]"
+
+
 def _as_nag_renders(value: Any) -> str:
     """A resolved CloudFormation value written the way cdk-nag writes it in finding ids."""
     if isinstance(value, str):
@@ -56,7 +61,7 @@ def acknowledge_provider_framework(
         )
     acknowledge(
         provider,
-        f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+        managed_policy_finding(BASIC_EXECUTION),
         "The framework's functions only write their own logs with the basic execution policy",
     )
     acknowledge(provider, "AwsSolutions-L1", "aws-cdk-lib chooses the framework's own runtime")

@@ -12,7 +12,12 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from trn_constructs.findings import BASIC_EXECUTION, acknowledge, acknowledge_provider_framework
+from trn_constructs.findings import (
+    BASIC_EXECUTION,
+    acknowledge,
+    acknowledge_provider_framework,
+    managed_policy_finding,
+)
 
 # Its boto3 knows every API the handlers call, UltraServer Capacity Block parameters included.
 HANDLER_RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -53,7 +58,7 @@ def handler_function(
     )
     acknowledge(
         function,
-        f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+        managed_policy_finding(BASIC_EXECUTION),
         "The basic execution policy only lets the function write its own log streams",
     )
     return function

@@ -24,7 +24,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from trn_constructs.findings import acknowledge
+from trn_constructs.findings import acknowledge, managed_policy_finding
 from trn_constructs.handlers import read_only_lookup
 
 AMI_DIR = Path(__file__).resolve().parent.parent / "ami"
@@ -178,7 +178,7 @@ class NeuronImageBuilder(Construct):
         for policy in MANAGED_POLICIES:
             acknowledge(
                 role,
-                f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]",
+                managed_policy_finding(policy),
                 "The AWS-managed SSM and Image Builder instance policies are what Image Builder "
                 "documents for build instances; they track the service's own needs",
             )

@@ -18,7 +18,7 @@ from trn_constructs.eks.scheduling import (
     BURN_IN_TAINT_VALUE,
     trainium_node_labels,
 )
-from trn_constructs.findings import BASIC_EXECUTION, acknowledge
+from trn_constructs.findings import BASIC_EXECUTION, acknowledge, managed_policy_finding
 from trn_constructs.network import Network
 
 # Neuron containers (framework, compiler cache, runtime) run to tens of GiB each.
@@ -34,11 +34,6 @@ NODE_MANAGED_POLICIES = (
     "AmazonEC2ContainerRegistryPullOnly",
     "AmazonSSMManagedInstanceCore",
 )
-
-
-def managed_policy_finding(name: str) -> str:
-    """The cdk-nag finding id for one AWS managed policy attached to a role."""
-    return f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{name}]"
 
 
 def _metadata_options() -> ec2.CfnLaunchTemplate.MetadataOptionsProperty:
@@ -237,7 +232,7 @@ class ClusterNodes(Construct):
         # The function is the stack-wide singleton aws-cdk-lib creates for AwsCustomResource.
         acknowledge(
             Stack.of(self).node.find_child(AWS_CUSTOM_RESOURCE_SINGLETON),
-            f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{BASIC_EXECUTION}]",
+            managed_policy_finding(BASIC_EXECUTION),
             "aws-cdk-lib's AwsCustomResource function only writes its own logs with the basic "
             "execution policy; its one call is granted separately, on this cluster only",
         )

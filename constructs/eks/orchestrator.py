@@ -27,8 +27,8 @@ from trn_constructs.eks.manifests import (
     neuron_chart_values,
     shared_storage_manifests,
 )
-from trn_constructs.eks.nodes import ClusterNodes, managed_policy_finding
-from trn_constructs.findings import acknowledge
+from trn_constructs.eks.nodes import ClusterNodes
+from trn_constructs.findings import acknowledge, managed_policy_finding
 from trn_constructs.network import Network
 from trn_constructs.storage import SharedFileSystem
 
