@@ -89,8 +89,9 @@ class TrnClusterStack(KitStack):
             notice_hours=config.capacity_end_notice_hours,
             log_retention=config.log_retention,
         )
-        if purchase is not None and not purchase.may_have_started:
-            # Its nodes could not launch yet: the burn-in gate would time out and roll back.
+        if no_cluster:
+            # A confirmed block that cannot have started: its nodes could not launch yet, and the
+            # burn-in gate would time out and roll back.
             self._add_output_table(self._capacity_outputs(PENDING_NOTE))
             return
 
