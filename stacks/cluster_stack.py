@@ -13,6 +13,7 @@ from trn_constructs.capacity_expiry import CapacityExpiryWarnings
 from trn_constructs.capacity_purchase import CapacityBlockPurchase
 from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import EksOrchestrator
+from trn_constructs.eks import cluster_name as eks_cluster_name
 from trn_constructs.network import Network
 from trn_constructs.operations import NodeTelemetry, Operations
 from trn_constructs.slurm import SlurmOrchestrator
@@ -111,15 +112,12 @@ class TrnClusterStack(KitStack):
             efa_security_group=self.network.efa_security_group,
         )
         self.burn_in = BurnInArtifacts(self, "BurnIn")
-        # Node metrics land in log groups the stack owns (EKS names its cluster after the stack).
+        # Node metrics land in log groups the stack owns, named after the cluster to come.
+        cluster_name = eks_cluster_name if config.orchestrator == "eks" else slurm_cluster_name
         self.telemetry = NodeTelemetry(
             self,
             "Telemetry",
-            cluster_name=(
-                self.stack_name
-                if config.orchestrator == "eks"
-                else slurm_cluster_name(self.stack_name)
-            ),
+            cluster_name=cluster_name(self.stack_name),
             orchestrator=config.orchestrator,
             log_retention=config.log_retention,
         )

@@ -73,6 +73,12 @@ def associate(
     )
 
 
+def cluster_name(stack_name: str) -> str:
+    """The EKS cluster's name: the stack's. Fixed, so that log groups named after it (control
+    plane, Container Insights) can exist before the cluster does."""
+    return stack_name
+
+
 def endpoint_access(public_access_cidrs: tuple[str, ...]) -> eks.EndpointAccess:
     """Private only unless the configuration names CIDRs allowed to reach the public endpoint."""
     if not public_access_cidrs:
@@ -115,11 +121,11 @@ class EksOrchestrator(Construct):
         stack = Stack.of(self)
         # A fixed name lets the control-plane log group exist (with our retention) before EKS
         # would create it with none.
-        cluster_name = stack.stack_name
+        name = cluster_name(stack.stack_name)
         control_plane_logs = logs.LogGroup(
             self,
             "ControlPlaneLogs",
-            log_group_name=f"/aws/eks/{cluster_name}/cluster",
+            log_group_name=f"/aws/eks/{name}/cluster",
             retention=log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
@@ -133,7 +139,7 @@ class EksOrchestrator(Construct):
         self.cluster = eks.Cluster(
             self,
             "Cluster",
-            cluster_name=cluster_name,
+            cluster_name=name,
             version=eks.KubernetesVersion.of(config.kubernetes_version),
             vpc=network.vpc,
             vpc_subnets=[ec2.SubnetSelection(subnets=network.cluster_subnets)],
