@@ -154,8 +154,12 @@ class BurnInConfig:
 
     dtype: str
     duration_seconds: int
-    timeout_minutes: int  # the gate's wait; CloudFormation waits at most an hour for it
+    timeout_minutes: int  # the gate's wait, both stages; CloudFormation waits at most an hour
     min_healthy_fraction: float
+    # Second gate stage: nccom-test all-reduce across the passed nodes (Slurm, 2+ nodes).
+    cluster_test: bool
+    # Floor for its bus bandwidth, as a share of the catalog's EFA line rate per instance.
+    cluster_test_min_bus_bandwidth_fraction: float
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,8 @@ SETTINGS: Mapping[str, Any] = {
     "burnInDurationSeconds": 180,
     "burnInTimeoutMinutes": 45,
     "burnInMinHealthyFraction": 1.0,
+    "clusterTest": True,
+    "clusterTestMinBusBandwidthFraction": 0.25,
     "eksKubernetesVersion": "1.34",
     "eksAdminRoleArn": "",
     "eksPublicAccessCidrs": [],
@@ -593,9 +599,13 @@ def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
     return BurnInConfig(
         dtype=ctx.choice("burnInDtype", dtypes, SETTINGS["burnInDtype"]),
         duration_seconds=ctx.bounded_integer("burnInDurationSeconds", 30, 3600),
-        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 10, 55),
+        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 20, 55),
         min_healthy_fraction=ctx.fraction(
             "burnInMinHealthyFraction", SETTINGS["burnInMinHealthyFraction"]
+        ),
+        cluster_test=ctx.boolean("clusterTest", SETTINGS["clusterTest"]),
+        cluster_test_min_bus_bandwidth_fraction=ctx.fraction(
+            "clusterTestMinBusBandwidthFraction", SETTINGS["clusterTestMinBusBandwidthFraction"]
         ),
     )
 

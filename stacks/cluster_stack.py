@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import CfnOutput
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -20,7 +22,7 @@ from trn_constructs.slurm import SlurmOrchestrator
 from trn_constructs.slurm.cluster_config import CustomAction
 from trn_constructs.slurm.cluster_config import cluster_name as slurm_cluster_name
 from trn_constructs.storage import SharedFileSystem
-from trn_constructs.validation import BurnInArtifacts, HandoverGate
+from trn_constructs.validation import BurnInArtifacts, HandoverGate, SlurmClusterTest
 from trn_constructs.validation.eks import EksBurnIn
 
 DRY_RUN_NOTE = (
@@ -130,6 +132,7 @@ class TrnClusterStack(KitStack):
             burn_in=config.burn_in,
             nodes=trainium_nodes,
             log_retention=config.log_retention,
+            **self._cluster_test(config),
         )
         self.operations = Operations(
             self,
@@ -179,9 +182,11 @@ class TrnClusterStack(KitStack):
             self,
             "BurnInNodePolicy",
             description="Trainium nodes: read the burn-in package, write reports and metrics",
-            statements=self.burn_in.node_statements(),
+            statements=self.burn_in.node_statements(cluster_test=self._runs_cluster_test(config)),
         )
-        self.burn_in.acknowledge_node_policy(node_policy)
+        self.burn_in.acknowledge_node_policy(
+            node_policy, cluster_test=self._runs_cluster_test(config)
+        )
         self.orchestrator = SlurmOrchestrator(
             self,
             "Slurm",
@@ -199,12 +204,40 @@ class TrnClusterStack(KitStack):
                 # A node that fails the burn-in fails its configuration: Slurm never uses it.
                 CustomAction(
                     script=self.burn_in.bootstrap.s3_object_url,
-                    args=tuple(self.burn_in.node_arguments(self.capacity, config.burn_in)),
+                    args=tuple(
+                        self.burn_in.node_arguments(self.capacity, config.burn_in, slurm=True)
+                    ),
                 ),
             ),
             compute_node_policies=(node_policy, self.telemetry.node_policy),
         )
         return self.orchestrator.cluster
+
+    def _cluster_test_skipped(self, config: ClusterConfig) -> str | None:
+        """Why the gate's second stage cannot run here; None: it runs."""
+        if not config.burn_in.cluster_test:
+            return "clusterTest is false"
+        if self.capacity.instance_count < 2:
+            return "a single node has no inter-node path to test"
+        if config.orchestrator == "eks":
+            # nccom-test spans nodes through MPI or Slurm only; EKS would need an MPI launcher.
+            return "EKS has no multi-node nccom-test launcher in this kit"
+        return None
+
+    def _runs_cluster_test(self, config: ClusterConfig) -> bool:
+        return self._cluster_test_skipped(config) is None
+
+    def _cluster_test(self, config: ClusterConfig) -> dict[str, Any]:
+        """The gate's second stage where it can run, else the reason it does not."""
+        skipped = self._cluster_test_skipped(config)
+        if skipped:
+            return {"cluster_test_skipped": skipped}
+        return {
+            "cluster_test": SlurmClusterTest(
+                head_node_instance_id=self.orchestrator.head_node_instance_id,
+                partition=self.orchestrator.partition,
+            )
+        }
 
     def _add_outputs(self, config: ClusterConfig) -> None:
         outputs = {

@@ -201,6 +201,8 @@ def test_burn_in_settings_and_trn3_mxfp8():
     assert config.burn_in.min_healthy_fraction == 0.75
     assert config.burn_in.timeout_minutes == 45
     assert config.burn_in.duration_seconds == 180
+    assert config.burn_in.cluster_test is True
+    assert config.burn_in.cluster_test_min_bus_bandwidth_fraction == 0.25
 
 
 def test_orchestrator_settings_parse_lists_from_command_line_strings():
@@ -225,7 +227,20 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
         ),
         (
             {"burnInTimeoutMinutes": 90},
-            "setting 'burnInTimeoutMinutes': got 90; allowed: a whole number 10-55",
+            "setting 'burnInTimeoutMinutes': got 90; allowed: a whole number 20-55",
+        ),
+        (
+            {"burnInTimeoutMinutes": 10},
+            "setting 'burnInTimeoutMinutes': got 10; allowed: a whole number 20-55",
+        ),
+        (
+            {"clusterTestMinBusBandwidthFraction": 1.5},
+            "setting 'clusterTestMinBusBandwidthFraction': got 1.5; allowed: a number greater "
+            "than 0 and at most 1",
+        ),
+        (
+            {"clusterTest": "maybe"},
+            "setting 'clusterTest': got 'maybe'; allowed: true or false",
         ),
         (
             {"burnInMinHealthyFraction": "0"},

@@ -21,6 +21,7 @@ RESERVATION = "cr-0123456789abcdef0"
 BUCKET = "trn-kit-reports"
 PREFIX = "burn-in/TrnClusterStack/"
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
+REQUEST_ID = "5f2c7a9e-0000-4000-8000-000000000001"
 
 
 def properties(**overrides):
@@ -31,6 +32,7 @@ def properties(**overrides):
         "ExpectedNodes": "2",
         "MinHealthyFraction": "1.0",
         "TimeoutSeconds": "3600",
+        "ClusterTestSkipped": "clusterTest is false",
         **overrides,
     }
 
@@ -52,10 +54,10 @@ class Aws:
     """Stubbed EC2 and S3 clients handed to the handler through its client factory."""
 
     def __init__(self, monkeypatch, at: datetime):
-        self.ec2 = boto3.client("ec2", region_name="us-east-2")
-        self.s3 = boto3.client("s3", region_name="us-east-2")
-        self.stubs = {"ec2": Stubber(self.ec2), "s3": Stubber(self.s3)}
-        monkeypatch.setattr(index, "client", {"ec2": self.ec2, "s3": self.s3}.__getitem__)
+        clients = {name: boto3.client(name, region_name="us-east-2") for name in ("ec2", "s3", "ssm")}
+        self.s3 = clients["s3"]
+        self.stubs = {name: Stubber(c) for name, c in clients.items()}
+        monkeypatch.setattr(index, "client", clients.__getitem__)
         monkeypatch.setattr(index, "now", lambda: at)
 
     def running(self, *instance_ids: str) -> None:
@@ -118,6 +120,7 @@ def poll(props=None, deadline=T0 + timedelta(hours=1)):
     return index.is_complete(
         {
             "RequestType": "Create",
+            "RequestId": REQUEST_ID,
             "ResourceProperties": props or properties(),
             "Data": {"Deadline": deadline.isoformat()},
         }
@@ -151,7 +154,7 @@ def test_all_nodes_pass(monkeypatch):
     # Each fake core reports 60 TFLOPS against 78.6 TFLOPS peak per NeuronCore-v3.
     assert result["Data"] == {
         "Summary": "2/2 nodes passed the burn-in (policy 100%); "
-        "median chip throughput 76.3% of peak",
+        "median chip throughput 76.3% of peak. Cluster all-reduce not run: clusterTest is false",
         "ReportLocation": f"s3://{BUCKET}/{PREFIX}",
     }
 

@@ -10,7 +10,8 @@ from aws_cdk.assertions import Match
 from tests.conftest import synth
 from tests.test_eks_manifests import applied_manifests
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
-from trn_constructs.validation import REPORTS_PREFIX
+from trn_constructs.slurm.cluster_config import QUEUE_NAME
+from trn_constructs.validation import CLUSTER_TEST_PREFIX, NODE_LAUNCHER, REPORTS_PREFIX
 from trn_constructs.validation.eks import BURN_IN_IMAGE, NAMESPACE, SERVICE_ACCOUNT
 from trn_constructs.validation.node import trn_burnin_bootstrap as bootstrap
 
@@ -73,11 +74,72 @@ def test_gate_handlers_poll_on_a_schedule_and_read_only_what_they_need(slurm):
                         "Condition": {"StringLike": {"s3:prefix": [f"{REPORTS_PREFIX}*"]}},
                     }),
                     Match.object_like({"Action": "s3:GetObject"}),
-                    Match.object_like({"Action": "ec2:DescribeInstances", "Resource": "*"}),
+                    Match.object_like({
+                        "Action": ["ec2:DescribeInstances", "ssm:GetCommandInvocation"],
+                        "Resource": "*",
+                    }),
+                    Match.object_like({"Action": "ssm:SendCommand"}),
+                    Match.object_like({
+                        "Action": "s3:ListBucket",
+                        "Condition": {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}},
+                    }),
+                    Match.object_like({"Action": ["s3:GetObject", "s3:PutObject"]}),
                 ]
             },
         },
     )
+
+
+def test_gate_runs_the_cluster_test_through_the_slurm_head_node(slurm):
+    _, gate = gate_of(slurm)
+    (cluster,) = slurm.template.find_resources("Custom::PclusterCluster")
+    test = gate["Properties"]["ClusterTest"]
+    assert test["HeadNodeInstanceId"] == {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
+    assert test["Partition"] == QUEUE_NAME
+    assert test["Command"][:4] == [NODE_LAUNCHER, "cluster-test", "--instance-type", "trn3.48xlarge"]
+    assert test["Command"][-4:] == ["--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2"]
+    assert test["Prefix"] == CLUSTER_TEST_PREFIX
+    # Stage 1 stops 10 minutes early so the all-reduce always has that long.
+    assert test["ReserveSeconds"] == "600"
+    assert "ClusterTestSkipped" not in gate["Properties"]
+
+
+def test_gate_may_send_commands_only_to_the_head_node_and_only_run_shell(slurm):
+    (policy,) = slurm.template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"PolicyName": Match.string_like_regexp("^HandoverGateIsComplete")}}
+    ).values()
+    (send,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == "ssm:SendCommand"]
+    (cluster,) = slurm.template.find_resources("Custom::PclusterCluster")
+    assert send["Resource"] == [
+        "arn:aws:ssm:us-east-2::document/AWS-RunShellScript",
+        {"Fn::Join": ["", ["arn:aws:ec2:us-east-2:123456789012:instance/",
+                           {"Fn::GetAtt": [cluster, "headNode.instanceId"]}]]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"orchestrator": "eks"}, "EKS has no multi-node nccom-test launcher in this kit"),
+        ({"orchestrator": "slurm", "clusterTest": "false"}, "clusterTest is false"),
+        (
+            {"orchestrator": "slurm", "instanceType": "trn2.48xlarge", "instanceCount": 1},
+            "a single node has no inter-node path to test",
+        ),
+    ],
+)
+def test_gate_says_why_the_cluster_test_does_not_run(overrides, reason):
+    _, gate = gate_of(synth(**overrides))
+    assert gate["Properties"]["ClusterTestSkipped"] == reason
+    assert "ClusterTest" not in gate["Properties"]
+
+
+def test_slurm_nodes_drain_themselves_on_failure(slurm):
+    (cluster,) = slurm.template.find_resources("Custom::PclusterCluster").values()
+    queue = cluster["Properties"]["ClusterConfiguration"]["Scheduling"]["SlurmQueues"][0]
+    burn_in = queue["CustomActions"]["OnNodeConfigured"]["Sequence"][-1]
+    args = burn_in["Args"]
+    assert args[args.index("--") - 1] == "--slurm"
 
 
 def test_reports_bucket_is_private_encrypted_ssl_only_and_kept(slurm):
@@ -107,6 +169,8 @@ def test_node_policy_writes_reports_and_metrics_only(slurm):
     ).values()
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"]
+    written = [part for resource in statements[1]["Resource"] for part in resource["Fn::Join"][1]]
+    assert [p for p in written if isinstance(p, str)] == [f"/{REPORTS_PREFIX}*", f"/{CLUSTER_TEST_PREFIX}*"]
     assert statements[2]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "TrnCluster/BurnIn"}
     }

@@ -26,6 +26,7 @@ from trn_constructs.image import ImageVersions
 from trn_constructs.network import Network
 from trn_constructs.slurm.cluster_config import (
     PCLUSTER_VERSION,
+    QUEUE_NAME,
     ClusterSpec,
     CustomAction,
     HeadNodeSpec,
@@ -57,6 +58,7 @@ class SlurmOrchestrator(Construct):
         provider: the nested stack of ParallelCluster's custom resource provider.
         cluster: the ``Custom::PclusterCluster`` resource.
         head_node_instance_id: the head node's EC2 instance id (deploy-time).
+        partition: the Slurm partition of the Trainium nodes.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class SlurmOrchestrator(Construct):
         # through its security group rules: all of them must exist first.
         self.cluster.node.add_dependency(network, storage)
         self.head_node_instance_id = self.cluster.get_att_string("headNode.instanceId")
+        self.partition = QUEUE_NAME
         self._add_outputs(stack.region)
 
     def _provider_parameters(

@@ -2,12 +2,14 @@
 
 ``BurnInArtifacts`` holds what nodes need (the packaged ``trn_burnin``, a bootstrap script, a
 reports bucket, the exact permissions); ``HandoverGate`` is the custom resource that makes the
-deploy wait for every node's report and fail with the failed nodes named.
+deploy wait for every node's report and fail with the failed nodes named, then (on Slurm) run
+the cluster-level all-reduce across the passed nodes and wait for its verdict.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
@@ -29,6 +31,13 @@ HERE = Path(__file__).resolve().parent
 BURN_IN_PACKAGE_DIR = HERE.parent.parent / "trn_burnin"
 BOOTSTRAP_SCRIPT = HERE / "node" / "trn_burnin_bootstrap.py"
 REPORTS_PREFIX = "burn-in/"
+CLUSTER_TEST_PREFIX = "cluster-test/"
+# Written by the bootstrap on every node: runs the unpacked trn_burnin with the Neuron interpreter.
+NODE_LAUNCHER = "/opt/trn-kit/bin/trn-burnin"
+# Stage 1 ends this long before the gate's deadline so the cluster all-reduce always has it:
+# Slurm scheduling, NEFF generation and three message sizes take a few minutes.
+CLUSTER_TEST_RESERVE = Duration.minutes(10)
+CLUSTER_TEST_JOB_MINUTES = 8
 # Custom resource waits are capped by CloudFormation at one hour; keep the gate's own deadline
 # inside that so its message ("no report from i-...") wins over a generic timeout.
 GATE_MARGIN = Duration.minutes(4)
@@ -67,13 +76,16 @@ class BurnInArtifacts(Construct):
             "keeps every report; an access-log bucket would log little more than those writes",
         )
         self.reports_prefix = REPORTS_PREFIX
+        self.cluster_test_prefix = CLUSTER_TEST_PREFIX
 
     @property
     def reports_uri(self) -> str:
         return f"s3://{self.bucket.bucket_name}/{self.reports_prefix}"
 
-    def node_statements(self) -> list[iam.PolicyStatement]:
-        """Read the package and bootstrap, write reports, publish burn-in metrics; nothing more."""
+    def node_statements(self, *, cluster_test: bool) -> list[iam.PolicyStatement]:
+        """Read the package and bootstrap, write reports (and the cluster test's result), publish
+        burn-in metrics; nothing more."""
+        written = (self.reports_prefix, *([self.cluster_test_prefix] if cluster_test else []))
         return [
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
@@ -84,7 +96,7 @@ class BurnInArtifacts(Construct):
             ),
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
-                resources=[self.bucket.arn_for_objects(f"{self.reports_prefix}*")],
+                resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in written],
             ),
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -93,12 +105,19 @@ class BurnInArtifacts(Construct):
             ),
         ]
 
-    def acknowledge_node_policy(self, policy: IConstruct) -> None:
+    def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
         acknowledge(
             policy,
             arn_finding(self.bucket, f"/{self.reports_prefix}*"),
             "Each node writes one report per run under the reports prefix, named by instance id",
         )
+        if cluster_test:
+            acknowledge(
+                policy,
+                arn_finding(self.bucket, f"/{self.cluster_test_prefix}*"),
+                "The first node of the cluster all-reduce writes its result under a key the gate "
+                "chooses per deployment request",
+            )
         acknowledge(
             policy,
             "AwsSolutions-IAM5[Resource::*]",
@@ -107,30 +126,48 @@ class BurnInArtifacts(Construct):
         )
 
     def node_arguments(
-        self, capacity: CapacityTarget, burn_in: BurnInConfig
+        self, capacity: CapacityTarget, burn_in: BurnInConfig, *, slurm: bool
     ) -> list[str]:
         """Bootstrap arguments: where things are, then the burn-in's own settings."""
-        spec = capacity.instance
-        # The node may carry an overridden (uncertain) instance type string; hand it the overrides
-        # so the burn-in finds the same catalog entry the stack used.
-        overrides = {spec.key: {field: getattr(spec, field) for field in OVERRIDABLE_FIELDS}}
         return [
             "--package", self.package.s3_object_url,
             "--reports", self.reports_uri,
             "--region", Stack.of(self).region,
+            *(["--slurm"] if slurm else []),
             "--",
-            "--instance-type", spec.instance_type,
-            "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
+            *catalog_arguments(capacity),
             "--dtype", burn_in.dtype,
             "--duration", str(burn_in.duration_seconds),
         ]  # fmt: skip
+
+
+def catalog_arguments(capacity: CapacityTarget) -> list[str]:
+    """The node's instance type and the catalog overrides the stack used."""
+    spec = capacity.instance
+    # The node may carry an overridden (uncertain) instance type string; hand it the overrides
+    # so trn_burnin finds the same catalog entry the stack used.
+    overrides = {spec.key: {field: getattr(spec, field) for field in OVERRIDABLE_FIELDS}}
+    return [
+        "--instance-type", spec.instance_type,
+        "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SlurmClusterTest:
+    """Where the gate submits the cluster all-reduce: the head node and the Trainium partition."""
+
+    head_node_instance_id: str
+    partition: str
 
 
 class HandoverGate(Construct):
     """Completes only when every Trainium node has passed the burn-in (per minHealthyFraction).
 
     It depends on whatever brings the nodes up, so it starts waiting once they exist; it reads S3
-    and EC2 and never changes, deletes or buys anything.
+    and EC2 and never changes, deletes or buys anything. With ``cluster_test`` it then submits
+    one Slurm job (SSM Run Command on the head node) that runs the nccom-test all-reduce across
+    the passed nodes, and waits for its verdict.
 
     Attributes:
         summary: one line, e.g. "4/4 nodes passed the burn-in (policy 100%); median chip
@@ -148,6 +185,8 @@ class HandoverGate(Construct):
         burn_in: BurnInConfig,
         nodes: IConstruct,
         log_retention: logs.RetentionDays,
+        cluster_test: SlurmClusterTest | None = None,
+        cluster_test_skipped: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         code = handler_code(HERE / "handler")
@@ -187,9 +226,12 @@ class HandoverGate(Construct):
         acknowledge(
             is_complete,
             "AwsSolutions-IAM5[Resource::*]",
-            "ec2:DescribeInstances has no resource-level permissions; the gate only lists the "
-            "instances of its Capacity Block",
+            "ec2:DescribeInstances and ssm:GetCommandInvocation have no resource-level "
+            "permissions; the gate only lists the instances of its Capacity Block and follows "
+            "the one command it sent to the head node",
         )
+        if cluster_test:
+            self._allow_cluster_test(is_complete, artifacts, cluster_test)
         wait = Duration.minutes(burn_in.timeout_minutes)
         provider = cr.Provider(
             self,
@@ -212,9 +254,71 @@ class HandoverGate(Construct):
                 "ExpectedNodes": str(capacity.instance_count),
                 "MinHealthyFraction": str(burn_in.min_healthy_fraction),
                 "TimeoutSeconds": str(burn_in.timeout_minutes * 60),
+                **(
+                    {"ClusterTest": self._cluster_test_properties(
+                        artifacts, capacity, burn_in, cluster_test
+                    )}
+                    if cluster_test
+                    else {"ClusterTestSkipped": cluster_test_skipped or "not configured"}
+                ),
             },
         )
         gate.node.add_dependency(nodes)
         self.summary = gate.get_att_string("Summary")
         self.report_location = gate.get_att_string("ReportLocation")
         acknowledge_provider_framework(provider, (on_event, is_complete))
+
+    @staticmethod
+    def _cluster_test_properties(
+        artifacts: BurnInArtifacts,
+        capacity: CapacityTarget,
+        burn_in: BurnInConfig,
+        cluster_test: SlurmClusterTest,
+    ) -> dict[str, object]:
+        fraction = burn_in.cluster_test_min_bus_bandwidth_fraction
+        return {
+            "HeadNodeInstanceId": cluster_test.head_node_instance_id,
+            "Partition": cluster_test.partition,
+            "Command": [
+                NODE_LAUNCHER, "cluster-test",
+                *catalog_arguments(capacity),
+                "--min-bus-bandwidth-fraction", str(fraction),
+                "--region", Stack.of(artifacts).region,
+            ],  # fmt: skip
+            "Prefix": artifacts.cluster_test_prefix,
+            "ReserveSeconds": str(int(CLUSTER_TEST_RESERVE.to_seconds())),
+            "JobMinutes": str(CLUSTER_TEST_JOB_MINUTES),
+        }
+
+    @staticmethod
+    def _allow_cluster_test(
+        is_complete: IConstruct, artifacts: BurnInArtifacts, cluster_test: SlurmClusterTest
+    ) -> None:
+        """Run one command on the head node, follow it, and keep the run's marker and result."""
+        stack = Stack.of(artifacts)
+        head_node = stack.format_arn(
+            service="ec2", resource="instance", resource_name=cluster_test.head_node_instance_id
+        )
+        run_shell = stack.format_arn(
+            service="ssm", account="", resource="document", resource_name="AWS-RunShellScript"
+        )
+        for statement in (
+            iam.PolicyStatement(actions=["ssm:SendCommand"], resources=[head_node, run_shell]),
+            iam.PolicyStatement(actions=["ssm:GetCommandInvocation"], resources=["*"]),
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[artifacts.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{artifacts.cluster_test_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[artifacts.bucket.arn_for_objects(f"{artifacts.cluster_test_prefix}*")],
+            ),
+        ):
+            is_complete.add_to_role_policy(statement)
+        acknowledge(
+            is_complete,
+            arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"),
+            "The gate writes the run's submission marker and reads the result under the "
+            "cluster-test prefix, one folder per deployment request",
+        )

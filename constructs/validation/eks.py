@@ -150,14 +150,14 @@ class EksBurnIn(Construct):
         role = pod_identity_role(
             self, "PodRole", "Burn-in pods: read the burn-in package, write reports and metrics"
         )
-        for statement in artifacts.node_statements():
+        for statement in artifacts.node_statements(cluster_test=False):
             role.add_to_policy(statement)
-        artifacts.acknowledge_node_policy(role)
+        artifacts.acknowledge_node_policy(role, cluster_test=False)
         association = associate(self, "PodIdentity", cluster, NAMESPACE, SERVICE_ACCOUNT, role)
         self.manifest = cluster.add_manifest(
             "BurnIn",
             *burn_in_manifests(
-                artifacts_arguments=artifacts.node_arguments(capacity, burn_in),
+                artifacts_arguments=artifacts.node_arguments(capacity, burn_in, slurm=False),
                 capacity=capacity,
                 bootstrap_source=BOOTSTRAP_SCRIPT.read_text(),
             ),

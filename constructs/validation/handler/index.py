@@ -1,30 +1,40 @@
-"""Handover gate: the deploy completes only when every Trainium node's burn-in report says pass.
+"""Handover gate: the deploy completes only when every Trainium node has proven itself.
 
 CDK Provider framework handlers:
 - ``on_event`` records the deadline (now + TimeoutSeconds) and returns at once;
-- ``is_complete`` runs every poll: it asks EC2 which instances run in the Capacity Block, reads the
-  newest burn-in report of each from S3, and decides.
+- ``is_complete`` runs every poll, in two stages.
 
-Decision: once every running instance has a report, the gate passes when
+Stage 1, the nodes: it asks EC2 which instances run in the Capacity Block and reads the newest
+burn-in report of each from S3. Once every running instance has a report, the stage passes when
 ``passed / ExpectedNodes >= MinHealthyFraction`` and fails otherwise, naming each failed node and
-its reasons. At the deadline, nodes without a report count as failed ("no report") and the same
-rule applies, so a policy below 1.0 can still hand over a cluster with a straggler.
+its reasons. At the stage's deadline, nodes without a report count as failed ("no report") and the
+same rule applies, so a policy below 1.0 can still hand over a cluster with a straggler.
 
-The gate only reads: it never stops, deletes or buys anything.
+Stage 2, the cluster (when ``ClusterTest`` is given and 2+ nodes passed): it submits one Slurm job
+on the head node, through SSM Run Command, that runs ``nccom-test`` all-reduce across the passed
+nodes and writes its verdict to S3; the gate then waits for that verdict. The stage's objects live
+under ``<ClusterTest.Prefix><RequestId>/``: ``launch.json`` is written *before* the job is
+submitted, so a retried poll never submits a second job, and ``result.json`` is the node's verdict.
+Stage 1 ends ``ReserveSeconds`` before the deadline so stage 2 always has that long.
+
+The gate never stops, deletes or buys anything; its only action is that one Slurm job.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 REPORT_SCHEMA_VERSION = 1
+CLUSTER_RESULT_SCHEMA_VERSION = 1
 MAX_REASONS_PER_NODE = 3
 # trn_burnin.publish names each report <instance id>-<UTC timestamp>.json under the prefix.
 REPORT_KEY = re.compile(r"(?P<instance>i-[0-9a-f]+)-[^/]+\.json")
@@ -66,6 +76,43 @@ class GateSettings:
 
 
 @dataclass(frozen=True)
+class ClusterTest:
+    """How stage 2 reaches the cluster: a Slurm job submitted on the head node."""
+
+    head_node_instance_id: str
+    partition: str
+    command: tuple[str, ...]  # the node-side program and its fixed arguments
+    prefix: str  # where launch markers and results go, in the reports bucket
+    reserve_seconds: int
+    job_minutes: int
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> "ClusterTest | None":
+        test = props.get("ClusterTest")
+        if not test:
+            return None
+        return cls(
+            head_node_instance_id=test["HeadNodeInstanceId"],
+            partition=test["Partition"],
+            command=tuple(test["Command"]),
+            prefix=test["Prefix"],
+            reserve_seconds=int(test["ReserveSeconds"]),
+            job_minutes=int(test["JobMinutes"]),
+        )
+
+    def submit_script(self, nodes: int, result_uri: str) -> str:
+        """sbatch on the head node; $SLURM_JOB_ID is quoted so it expands in the job, not here."""
+        job = [*self.command, "--nodes", str(nodes), "--result-uri", result_uri]
+        wrapped = " ".join(shlex.quote(part) for part in job) + ' --slurm-job-id "$SLURM_JOB_ID"'
+        return " ".join([
+            "/opt/slurm/bin/sbatch", "--parsable", "--job-name=trn-kit-cluster-test",
+            f"--partition={self.partition}", f"--nodes={nodes}", "--exclusive",
+            f"--time={self.job_minutes}", "--output=/tmp/trn-kit-cluster-test-%j.log",
+            "--wrap", shlex.quote(wrapped),
+        ])
+
+
+@dataclass(frozen=True)
 class NodeOutcome:
     instance_id: str
     passed: bool
@@ -90,21 +137,38 @@ def on_event(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
 def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
     if event["RequestType"] == "Delete":
         return {"IsComplete": True}
-    settings = GateSettings.from_properties(event["ResourceProperties"])
+    props = event["ResourceProperties"]
+    settings = GateSettings.from_properties(props)
+    cluster_test = ClusterTest.from_properties(props)
     deadline = datetime.fromisoformat(event["Data"]["Deadline"])
+    nodes_deadline = deadline - timedelta(seconds=cluster_test.reserve_seconds if cluster_test else 0)
     instances = running_instances(settings.reservation_id)
     outcomes = newest_outcomes(settings, instances)
     missing = sorted(instances - set(outcomes))
     waiting_for_nodes = len(instances) < settings.expected_nodes
-    if (missing or waiting_for_nodes) and now() < deadline:
+    if (missing or waiting_for_nodes) and now() < nodes_deadline:
         print(
             f"{len(outcomes)} of {settings.expected_nodes} reports in; "
-            f"{len(instances)} instances running; waiting until {deadline.isoformat()}"
+            f"{len(instances)} instances running; waiting until {nodes_deadline.isoformat()}"
         )
         return {"IsComplete": False}
     for instance_id in missing:
         outcomes[instance_id] = NodeOutcome(instance_id, False, ("no report before the deadline",))
-    return {"IsComplete": True, "Data": decide(settings, list(outcomes.values()), len(instances))}
+    summary, passed = decide(settings, list(outcomes.values()), len(instances))
+    if cluster_test is None:
+        reason = props.get("ClusterTestSkipped", "not configured")
+        return complete(settings, f"{summary}. Cluster all-reduce not run: {reason}")
+    if passed < 2:
+        return complete(settings, f"{summary}. Cluster all-reduce not run: it needs 2+ nodes")
+    verdict = cluster_stage(settings, cluster_test, event["RequestId"], passed, deadline)
+    if verdict is None:
+        return {"IsComplete": False}
+    return complete(settings, f"{summary}. {verdict}")
+
+
+def complete(settings: GateSettings, summary: str) -> dict[str, Any]:
+    print(summary)
+    return {"IsComplete": True, "Data": {"Summary": summary, "ReportLocation": settings.location}}
 
 
 def running_instances(reservation_id: str) -> set[str]:
@@ -170,7 +234,8 @@ def read_outcome(s3: Any, bucket: str, key: str, instance_id: str) -> NodeOutcom
         )
 
 
-def decide(settings: GateSettings, outcomes: list[NodeOutcome], running: int) -> dict[str, str]:
+def decide(settings: GateSettings, outcomes: list[NodeOutcome], running: int) -> tuple[str, int]:
+    """Stage 1's summary and the number of passed nodes; raises GateFailed below the policy."""
     passed = [o for o in outcomes if o.passed]
     failed = sorted((o for o in outcomes if not o.passed), key=lambda o: o.instance_id)
     healthy_fraction = len(passed) / settings.expected_nodes
@@ -188,8 +253,109 @@ def decide(settings: GateSettings, outcomes: list[NodeOutcome], running: int) ->
                          f"Reports: {settings.location}")
     if failed:
         summary += ". Accepted failures: " + " | ".join(o.describe() for o in failed)
-    print(summary)
-    return {"Summary": summary, "ReportLocation": settings.location}
+    return summary, len(passed)
+
+
+def cluster_stage(
+    settings: GateSettings, test: ClusterTest, request_id: str, nodes: int, deadline: datetime
+) -> str | None:
+    """Stage 2's one-line verdict, None while it runs; raises GateFailed when it fails."""
+    s3 = client("s3")
+    run_prefix = f"{test.prefix}{request_id}/"
+    result_uri = f"s3://{settings.bucket}/{run_prefix}result.json"
+    result = read_object(s3, settings.bucket, run_prefix + "result.json")
+    if result is not None:
+        return judge_cluster_result(result, result_uri)
+    launch = read_object(s3, settings.bucket, run_prefix + "launch.json")
+    if launch is None:
+        submit_cluster_test(s3, settings.bucket, run_prefix, test, nodes, result_uri)
+        return None
+    state, detail = command_state(test.head_node_instance_id, json.loads(launch).get("CommandId"))
+    if state in ("Failed", "TimedOut", "Cancelled"):
+        raise GateFailed(
+            f"Cluster test could not be submitted on the head node {test.head_node_instance_id} "
+            f"({state}): {detail}"
+        )
+    if now() >= deadline:
+        where = f"Slurm job {detail}" if state == "Success" and detail else "the Slurm job"
+        raise GateFailed(
+            f"Cluster test gave no result before the deadline: {where} on partition "
+            f"{test.partition} did not write {result_uri} (check squeue and "
+            f"/tmp/trn-kit-cluster-test-<job id>.log on its first node)"
+        )
+    print(f"cluster all-reduce across {nodes} nodes running; waiting until {deadline.isoformat()}")
+    return None
+
+
+def submit_cluster_test(
+    s3: Any, bucket: str, run_prefix: str, test: ClusterTest, nodes: int, result_uri: str
+) -> None:
+    """Marker first, then the command: a poll that dies in between never submits twice."""
+    marker = {"SubmittedAt": now().isoformat(), "Nodes": nodes}
+    put_json(s3, bucket, run_prefix + "launch.json", marker)
+    response = client("ssm").send_command(
+        InstanceIds=[test.head_node_instance_id],
+        DocumentName="AWS-RunShellScript",
+        Comment="trn-kit handover gate: cluster all-reduce",
+        Parameters={"commands": [test.submit_script(nodes, result_uri)]},
+    )
+    command_id = response["Command"]["CommandId"]
+    put_json(s3, bucket, run_prefix + "launch.json", {**marker, "CommandId": command_id})
+    print(f"submitted the cluster all-reduce across {nodes} nodes (SSM command {command_id})")
+
+
+def command_state(instance_id: str, command_id: str | None) -> tuple[str, str]:
+    """(status, job id on success or the error text on failure) of the submission command."""
+    if not command_id:
+        return "Unknown", ""
+    try:
+        invocation = client("ssm").get_command_invocation(
+            CommandId=command_id, InstanceId=instance_id
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "InvocationDoesNotExist":
+            return "Pending", ""
+        raise
+    status = invocation["Status"]
+    if status == "Success":
+        return status, invocation.get("StandardOutputContent", "").strip()
+    return status, invocation.get("StandardErrorContent", "").strip()[-500:]
+
+
+def judge_cluster_result(body: bytes, uri: str) -> str:
+    try:
+        result = json.loads(body)
+        if result.get("schema_version") != CLUSTER_RESULT_SCHEMA_VERSION:
+            raise ValueError(f"schema_version {result.get('schema_version')!r}")
+        verdict = result["verdict"]
+        nodes = result["nodes"]
+        floor = result["threshold"]["min_bus_bandwidth_gibps"]
+        measured = result["bus_bandwidth_gibps"]
+        failures = [failure["message"] for failure in verdict["failures"]]
+        passed = bool(verdict["passed"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise GateFailed(f"Cluster test result {uri} is unreadable ({error})") from error
+    if not passed:
+        raise GateFailed(f"Cluster test failed: {'; '.join(failures)}. Result: {uri}")
+    return (
+        f"Cluster all-reduce across {nodes} nodes: {measured:.1f} GiB/s bus bandwidth "
+        f"(floor {floor:.1f} GiB/s)"
+    )
+
+
+def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "NoSuchKey":
+            return None
+        raise
+
+
+def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(document).encode(), ContentType="application/json"
+    )
 
 
 class GateFailed(RuntimeError):
