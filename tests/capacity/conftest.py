@@ -23,9 +23,11 @@ def fake_session() -> boto3.Session:
 
 
 @pytest.fixture(autouse=True)
-def fake_aws(monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session) -> list[float]:
-    """The fake session as boto3's default, no ambient AWS settings, a fixed clock and a recorded
-    (never real) sleep."""
+def fake_aws(
+    monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session, tmp_path
+) -> list[float]:
+    """The fake session as boto3's default, no ambient AWS settings, a fixed clock, a recorded
+    (never real) sleep, and a fresh /tmp for remembered purchases."""
     # Nothing from the machine's own AWS setup (profiles, container or web-identity credentials,
     # retry settings) may leak in.
     for name in [name for name in os.environ if name.startswith("AWS_")]:
@@ -36,6 +38,7 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session) -> li
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", fake_session)
     monkeypatch.setattr(index, "utcnow", lambda: NOW)
+    monkeypatch.setattr(index, "MARKER_DIR", tmp_path)
     slept: list[float] = []
     monkeypatch.setattr(index, "sleep", slept.append)
     return slept

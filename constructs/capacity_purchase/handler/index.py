@@ -37,6 +37,11 @@ Safety rules
   lets CloudFormation roll a refused update back, since the rollback is an Update carrying the
   settings the block was bought with. Tags and ConfirmPurchase may change freely. A dry run holds
   nothing, so its settings may change; ConfirmPurchase false -> true on a dry run buys.
+* EC2's listings are eventually consistent, so a retry moments after a purchase might not find
+  the new block by its tags. The function therefore also remembers, in its execution
+  environment's /tmp for an hour, each purchase it sends: before sending (outcome unknown) and
+  after (the reservation id). A retry that lands in the same environment adopts the remembered
+  reservation by id, or, when the outcome is unknown, refuses to buy instead of buying again.
 * Delete buys nothing and cancels nothing (a Capacity Block cannot be cancelled).
 * is_complete waits while a block bought or adopted by on_event is payment-pending.
 """
@@ -46,10 +51,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import boto3
@@ -93,6 +100,10 @@ PURCHASE_ATTEMPTS = 5
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 20.0
 
+# Where sent purchases are remembered (a warm Lambda keeps /tmp between invocations) and for how
+# long: well beyond the few seconds EC2's describe calls take to list a new block.
+MARKER_DIR = Path(tempfile.gettempdir())
+MARKER_TTL = timedelta(hours=1)
 # Properties that do not define what is bought; every other property does.
 NON_PURCHASE_PROPERTIES = frozenset({"Tags", "ConfirmPurchase", "ServiceToken"})
 
@@ -504,6 +515,38 @@ class Identity:
         return [{"Key": key, "Value": value} for key, value in kit + request.tags]
 
 
+@dataclass(frozen=True)
+class PurchaseMemory:
+    """This execution environment's record of the purchase it sent for one resource."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, identity: Identity) -> "PurchaseMemory":
+        key = hashlib.sha256(f"{identity.stack_id}/{identity.logical_id}".encode()).hexdigest()
+        return cls(MARKER_DIR / f"trn-kit-purchase-{key[:32]}.json")
+
+    def recall(self) -> dict[str, str] | None:
+        try:
+            record = json.loads(self.path.read_text())
+            sent_at = datetime.fromisoformat(record["SentAt"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return record if utcnow() - sent_at < MARKER_TTL else None
+
+    def sending(self, offering: Offering) -> None:
+        self._write({"OfferingId": offering.offering_id, "SentAt": utcnow().isoformat()})
+
+    def bought(self, reservation_id: str) -> None:
+        self._write({**(self.recall() or {}), "CapacityReservationId": reservation_id})
+
+    def forget(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _write(self, record: dict[str, str]) -> None:
+        self.path.write_text(json.dumps(record))
+
+
 def dry_run_physical_id(props: Mapping[str, Any]) -> str:
     """Deterministic in the purchase-defining properties: tags or confirmation leave it alone."""
     defining = {key: value for key, value in props.items() if key not in NON_PURCHASE_PROPERTIES}
@@ -732,6 +775,8 @@ def _purchase(
 ) -> dict[str, Any]:
     purchase_client = ec2_client("purchase")
     tags = identity.purchase_tags(request, offering)
+    memory = PurchaseMemory.of(identity)
+    memory.sending(offering)
     attempt = 1
     while True:
         LOG.info(
@@ -752,6 +797,7 @@ def _purchase(
             if code not in THROTTLING_CODES:
                 raise _unknown_outcome(offering, identity, f"{code}: {error}") from error
             if attempt == PURCHASE_ATTEMPTS:
+                memory.forget()
                 raise CapacityPurchaseError(
                     f"EC2 throttled all {PURCHASE_ATTEMPTS} purchase attempts ({code}); a "
                     "throttled request is not executed, so nothing was bought. Deploy again later"
@@ -763,6 +809,7 @@ def _purchase(
             sleep(delay)
             candidates = find_adoptable(describe, identity)
             if candidates:
+                memory.forget()
                 return _adopt(candidates, request, physical_id)
             attempt += 1
         except Exception as error:  # timeouts, dropped connections: the request may have executed
@@ -770,6 +817,7 @@ def _purchase(
             raise _unknown_outcome(offering, identity, cause) from error
         else:
             reservation_id = _bought_reservation_id(response)
+            memory.bought(reservation_id)
             return _result(
                 MODE_PURCHASED,
                 reservation_id,
@@ -791,6 +839,9 @@ def _acquire(
     candidates = find_adoptable(describe, identity)
     if candidates:
         return _adopt(candidates, request, physical_id)
+    remembered = PurchaseMemory.of(identity).recall()
+    if remembered:
+        return _remembered(remembered, describe, request, identity, physical_id)
     query = request.query
     query.check_window(utcnow())
     offering = select_offering(fetch_offerings(describe, query), query, request.max_fee_usd)
@@ -804,6 +855,25 @@ def _acquire(
             f"{_fee_text(offering)}; set capacityPurchaseConfirm=true to buy",
         )
     return _purchase(request, identity, offering, describe, physical_id)
+
+
+def _remembered(
+    record: Mapping[str, str],
+    describe,
+    request: PurchaseRequest,
+    identity: Identity,
+    physical_id: str,
+) -> dict[str, Any]:
+    """A purchase this environment sent that EC2's tag search does not list yet."""
+    reservation_id = record.get("CapacityReservationId")
+    if reservation_id:
+        return _adopt([describe_reservation(describe, reservation_id)], request, physical_id)
+    raise CapacityPurchaseError(
+        f"this function sent PurchaseCapacityBlock for offering {record['OfferingId']} at "
+        f"{record['SentAt']} and its outcome is unknown; EC2 does not list a block tagged for "
+        "this resource yet, so nothing is bought again. Deploy again in a few minutes: a block "
+        f"bought then is adopted. {identity.lookup_hint()}"
+    )
 
 
 def _update(

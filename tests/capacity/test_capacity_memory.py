@@ -1,0 +1,71 @@
+"""Purchases remembered in the function's /tmp: a retry before EC2 lists the new block by its tags
+neither buys again nor loses the block."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from capacity_fakes import NOW, call, event, offering, properties, reservation
+
+from trn_constructs.capacity_purchase.handler import index
+
+CONFIRMED = event("Create", properties(ConfirmPurchase="true"))
+
+
+def test_retry_before_the_tag_search_lists_the_block_adopts_it_by_id(ec2):
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation(state="payment-pending"))
+    assert call(index.on_event, CONFIRMED)["Data"]["Mode"] == "purchased"
+    # The retry: the tag search is not consistent yet, the lookup by id is.
+    ec2.adoption_check()
+    ec2.reservation(reservation(state="payment-pending"))
+    result = call(index.on_event, CONFIRMED)
+    assert (result["PhysicalResourceId"], result["Data"]["Mode"]) == ("cr-0bbb", "adopted")
+    assert len(ec2.purchase_calls) == 1
+
+
+def test_retry_after_an_unknown_outcome_refuses_to_buy_again(ec2):
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_fails("InternalError", 500)
+    with pytest.raises(index.CapacityPurchaseError, match="outcome is UNKNOWN"):
+        call(index.on_event, CONFIRMED)
+    ec2.adoption_check()
+    with pytest.raises(index.CapacityPurchaseError) as refused:
+        call(index.on_event, CONFIRMED)
+    assert str(refused.value).startswith(
+        "this function sent PurchaseCapacityBlock for offering cb-0aaa at "
+        f"{NOW.isoformat()} and its outcome is unknown; EC2 does not list a block tagged for "
+        "this resource yet, so nothing is bought again. Deploy again in a few minutes"
+    )
+    assert len(ec2.purchase_calls) == 1
+
+
+def test_a_purchase_throttled_throughout_is_forgotten_so_the_next_deploy_may_buy(ec2):
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    for _ in range(index.PURCHASE_ATTEMPTS - 1):
+        ec2.purchase_fails("RequestLimitExceeded", 503)
+        ec2.adoption_check()
+    ec2.purchase_fails("RequestLimitExceeded", 503)
+    with pytest.raises(index.CapacityPurchaseError, match="nothing was bought"):
+        call(index.on_event, CONFIRMED)
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation())
+    assert call(index.on_event, CONFIRMED)["Data"]["Mode"] == "purchased"
+    assert len(ec2.purchase_calls) == index.PURCHASE_ATTEMPTS + 1
+
+
+def test_a_memory_older_than_an_hour_is_not_trusted(ec2, tmp_path):
+    identity = index.Identity.from_event(CONFIRMED)
+    stale = {"OfferingId": "cb-0old", "SentAt": (NOW - timedelta(hours=2)).isoformat()}
+    index.PurchaseMemory.of(identity).path.write_text(json.dumps(stale))
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation())
+    assert call(index.on_event, CONFIRMED)["Data"]["Mode"] == "purchased"
+    assert len(ec2.purchase_calls) == 1
