@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -104,9 +105,21 @@ def context_with(overrides: dict[str, Any]) -> dict[str, Any]:
     return {**CDK_CONTEXT, **overrides}
 
 
+# Cloud assemblies this test process wrote (asset copies included); removed when it ends.
+_OUTDIRS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_cloud_assemblies():
+    yield
+    for outdir in _OUTDIRS:
+        shutil.rmtree(outdir, ignore_errors=True)
+
+
 @cache
 def _synth(overrides_json: str) -> Synthesized:
     outdir = Path(tempfile.mkdtemp(prefix="cdk-out-"))
+    _OUTDIRS.append(outdir)
     app = App(context=context_with(json.loads(overrides_json)), outdir=str(outdir))
     stack = add_stacks(app)
     app.synth()
