@@ -6,6 +6,7 @@ Synthesis runs entirely offline: the context below is cdk.json's, so tests see e
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -105,21 +106,12 @@ def context_with(overrides: dict[str, Any]) -> dict[str, Any]:
     return {**CDK_CONTEXT, **overrides}
 
 
-# Cloud assemblies this test process wrote (asset copies included); removed when it ends.
-_OUTDIRS: list[Path] = []
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _remove_cloud_assemblies():
-    yield
-    for outdir in _OUTDIRS:
-        shutil.rmtree(outdir, ignore_errors=True)
-
-
 @cache
 def _synth(overrides_json: str) -> Synthesized:
     outdir = Path(tempfile.mkdtemp(prefix="cdk-out-"))
-    _OUTDIRS.append(outdir)
+    # At interpreter exit, not in a fixture: test modules import this file as tests.conftest,
+    # a module object apart from the conftest pytest loads, so only atexit sees every outdir.
+    atexit.register(shutil.rmtree, outdir, ignore_errors=True)
     app = App(context=context_with(json.loads(overrides_json)), outdir=str(outdir))
     stack = add_stacks(app)
     app.synth()
