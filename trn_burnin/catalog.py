@@ -44,6 +44,9 @@ class NeuronCoreGeneration:
     # HBM FLOP/byte at which a BF16 GEMM turns compute-bound (NKI matmul tutorial).
     ridge_flop_per_byte: float
     fp32_tflops_per_core: float  # published per-chip FP32 figure divided by cores per chip
+    # Physical cores per logical NeuronCore by default (NEURON_LOGICAL_NC_CONFIG); collectives
+    # such as nccom-test count ranks in logical cores.
+    default_logical_core_size: int
 
     @property
     def psum_bank_bytes_per_partition(self) -> int:
@@ -91,6 +94,7 @@ NEURONCORE_V3 = NeuronCoreGeneration(
     has_matmul_mx=False,
     ridge_flop_per_byte=220.0,
     fp32_tflops_per_core=181.0 / 8,
+    default_logical_core_size=2,
 )
 
 NEURONCORE_V4 = NeuronCoreGeneration(
@@ -108,6 +112,7 @@ NEURONCORE_V4 = NeuronCoreGeneration(
     # close to v3's, so the tutorial's figure is the conservative target.
     ridge_flop_per_byte=220.0,
     fp32_tflops_per_core=183.0 / 8,
+    default_logical_core_size=2,
 )
 
 
@@ -145,6 +150,11 @@ class InstanceSpec:
     @property
     def neuron_cores_per_instance(self) -> int:
         return self.chips_per_instance * self.neuron_cores_per_chip
+
+    @property
+    def logical_cores_per_instance(self) -> int:
+        """Logical NeuronCores under the generation's default logical-core size."""
+        return self.neuron_cores_per_instance // self.core.default_logical_core_size
 
     def peak_tflops_per_chip(self, dtype: str) -> float:
         return self.core.peak_tflops_per_core(dtype) * self.neuron_cores_per_chip

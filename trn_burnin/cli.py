@@ -1,20 +1,24 @@
-"""Command line: ``python -m trn_burnin run|plan|worker``. Exit 0 only when the node passes."""
+"""Command line: ``python -m trn_burnin run|plan|cluster-test|worker``. Exit 0 only on a pass."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import re
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from trn_burnin.catalog import CATALOG, InstanceSpec, apply_overrides, find_by_instance_type
+from trn_burnin.catalog import InstanceSpec, apply_overrides, find_by_instance_type
+from trn_burnin.collective import (DEFAULT_MIN_BUS_BANDWIDTH_FRACTION, SCHEMA_PATH as CLUSTER_TEST_SCHEMA_PATH,
+                                   AllReducePlan, BusBandwidthFloor, NccomRunner, NccomTest, run_cluster_test)
 from trn_burnin.device import DeviceLayer, NeuronHost
 from trn_burnin.imds import instance_identity
 from trn_burnin.plan import DEFAULT_SHAPE, plan_gemm
-from trn_burnin.publish import DEFAULT_NAMESPACE, ClientFactory, boto3_client_factory, parse_s3_uri, put_metrics, upload_s3, write_local
-from trn_burnin.report import validate_report
-from trn_burnin.runner import RunOptions, run_burnin
+from trn_burnin.publish import (DEFAULT_NAMESPACE, ClientFactory, boto3_client_factory, parse_s3_object_uri,
+                                parse_s3_uri, put_metrics, put_s3_object, upload_s3, write_local)
+from trn_burnin.report import load_schema, validate_report
+from trn_burnin.runner import RunOptions, run_burnin, utc_now
 from trn_burnin.verdict import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
 from trn_burnin.workload import DEFAULT_SAMPLE_TILES
 from trn_burnin.worker import WorkerJob, run_worker
@@ -24,6 +28,8 @@ DEFAULT_REPEAT = 4
 DEFAULT_WARMUP_S = 30.0
 DEFAULT_DURATION_S = 180.0
 DEFAULT_OUTPUT = Path("trn-burnin-report.json")
+# Absolute: a Slurm batch job starts in the submitting directory, which this node may not have.
+DEFAULT_CLUSTER_TEST_OUTPUT = Path("/tmp/trn-burnin-cluster-test.json")
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -57,18 +63,37 @@ _seconds = _number("a number of seconds >= 0", 0.0)
 _tolerance = _number("a tolerance >= 0", 0.0)
 
 
-def _s3_uri(text: str) -> str:
-    try:
-        parse_s3_uri(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type accepting the text when ``parse(text)`` raises no ValueError."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+        return text
+
+    return check
+
+
+_s3_uri = _checked(parse_s3_uri)
+_s3_object_uri = _checked(parse_s3_object_uri)
+
+
+def _slurm_job_id(text: str) -> str:
+    if not re.fullmatch(r"[0-9]+", text):
+        raise argparse.ArgumentTypeError(f"expected a Slurm job id such as $SLURM_JOB_ID, got {text!r}")
     return text
 
 
-def _add_target(parser: argparse.ArgumentParser) -> None:
+def _add_instance(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-type", help="EC2 instance type (default: from instance metadata)")
     parser.add_argument("--catalog-overrides", type=_json_object, default={}, metavar="JSON",
                         help='catalog field overrides, e.g. \'{"trn3-gen1": {"instance_type": "trn3.48xlarge"}}\'')
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    _add_instance(parser)
     parser.add_argument("--dtype", choices=DTYPES, default="bf16", help="GEMM data type (default: bf16)")
     parser.add_argument("--shape", type=_positive_int, nargs=3, metavar=("M", "K", "N"), default=list(DEFAULT_SHAPE),
                         help="GEMM shape (default: %(default)s)")
@@ -77,8 +102,9 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trn_burnin",
-        description="NKI GEMM burn-in of every physical NeuronCore of this Trainium node.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,plan}")
+        description="NKI GEMM burn-in of every physical NeuronCore of this Trainium node, and the "
+                    "cluster all-reduce across nodes that passed it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,plan,cluster-test}")
 
     run = commands.add_parser("run", help="burn in this node and write its report; exit 0 only on pass")
     _add_target(run)
@@ -109,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="print the GEMM plan and its modelled arithmetic intensity")
     _add_target(plan)
 
+    cluster = commands.add_parser(
+        "cluster-test", help="run the nccom-test all-reduce across the nodes of this Slurm job and judge "
+                             "its bus bandwidth; exit 0 only on pass")
+    _add_instance(cluster)
+    cluster.add_argument("--nodes", type=_positive_int, required=True, help="nodes in the Slurm job")
+    cluster.add_argument("--slurm-job-id", type=_slurm_job_id, required=True, metavar="ID",
+                         help="the Slurm job (allocation) to run in, usually $SLURM_JOB_ID")
+    cluster.add_argument("--min-bus-bandwidth-fraction", type=_fraction, metavar="F",
+                         default=DEFAULT_MIN_BUS_BANDWIDTH_FRACTION,
+                         help="bus bandwidth at the largest size must reach F x the instance's EFA bandwidth "
+                              "(default: %(default)s)")
+    cluster.add_argument("--result-uri", type=_s3_object_uri, metavar="s3://BUCKET/KEY.json",
+                         help="also put the result at exactly this S3 key")
+    cluster.add_argument("--region", help="AWS region for S3 (default: the SDK's)")
+    cluster.add_argument("--output", type=Path, default=DEFAULT_CLUSTER_TEST_OUTPUT,
+                         help="result path (default: %(default)s)")
+
     # Internal: one physical core, spawned by `run` with NEURON_RT_VISIBLE_CORES set.
     worker = commands.add_parser("worker")
     worker.add_argument("--core", type=int, required=True)
@@ -117,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                  identity: Callable[[], tuple[str, str]]) -> tuple[InstanceSpec, str]:
+def _find_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               identity: Callable[[], tuple[str, str]]) -> tuple[InstanceSpec, str]:
+    """The catalog entry (after overrides) and instance id, from the flags or instance metadata."""
     try:
         catalog = apply_overrides(args.catalog_overrides)
     except (ValueError, TypeError) as error:
@@ -128,13 +172,21 @@ def _resolve_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
         try:
             found_type, found_id = identity()
         except OSError as error:
-            parser.error(f"could not read instance metadata ({error}); pass --instance-type and --instance-id")
+            flags = "--instance-type and --instance-id" if hasattr(args, "instance_id") else "--instance-type"
+            parser.error(f"could not read instance metadata ({error}); pass {flags}")
         instance_type, instance_id = instance_type or found_type, instance_id or found_id
     spec = find_by_instance_type(instance_type, catalog)
     if spec is None:
         known = ", ".join(e.instance_type for e in catalog.values())
         parser.error(f"instance type {instance_type!r} is not in the catalog ({known}); "
                      "use --catalog-overrides for a renamed type")
+    return spec, instance_id
+
+
+def _resolve_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  identity: Callable[[], tuple[str, str]]) -> tuple[InstanceSpec, str]:
+    """_find_spec, and the GEMM's dtype and shape checked against that entry."""
+    spec, instance_id = _find_spec(parser, args, identity)
     if args.dtype not in spec.core.supported_dtypes:
         parser.error(f"--dtype {args.dtype} is not supported on NeuronCore-{spec.core.name}; "
                      f"choose from {', '.join(spec.core.supported_dtypes)}")
@@ -154,9 +206,34 @@ def _print_plan(spec: InstanceSpec, dtype: str, shape: Sequence[int]) -> None:
           f"(BF16 ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte:.0f})")
 
 
+def _verdict_code(failures: Sequence[Mapping[str, Any]]) -> int:
+    print("PASS" if not failures else f"FAIL: {len(failures)} failure(s)")
+    for failure in failures:
+        print(f"  - {failure['message']}")
+    return 0 if not failures else 1
+
+
+def _cluster_test(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  identity: Callable[[], tuple[str, str]], nccom: NccomRunner,
+                  clients: ClientFactory | None) -> int:
+    spec, _ = _find_spec(parser, args, identity)
+    plan = AllReducePlan.for_cluster(spec, args.nodes)
+    floor = BusBandwidthFloor.for_spec(spec, args.min_bus_bandwidth_fraction)
+    with tempfile.TemporaryDirectory(prefix="trn-burnin-nccom-") as scratch:
+        result = run_cluster_test(spec, plan, floor, args.slurm_job_id, Path(scratch) / "nccom-test.json",
+                                  nccom, utc_now)
+    problems = validate_report(result, load_schema(CLUSTER_TEST_SCHEMA_PATH))
+    if problems:  # a bug in this package, not in the cluster
+        raise RuntimeError("cluster test result does not match its schema: " + "; ".join(problems))
+    print(f"result: {write_local(result, args.output)}")
+    if args.result_uri:
+        print(f"uploaded: {put_s3_object(result, args.result_uri, clients or boto3_client_factory(args.region))}")
+    return _verdict_code(result["verdict"]["failures"])
+
+
 def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
          identity: Callable[[], tuple[str, str]] = instance_identity,
-         clients: ClientFactory | None = None) -> int:
+         clients: ClientFactory | None = None, nccom: NccomRunner | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "worker":
@@ -166,6 +243,8 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
             parser.error(f"--job is not a worker job ({type(error).__name__}: {error})")
         print(json.dumps(run_worker(job, args.core, args.device).to_dict()))
         return 0
+    if args.command == "cluster-test":
+        return _cluster_test(parser, args, identity, nccom or NccomTest(), clients)
     spec, instance_id = _resolve_spec(parser, args, identity)
     if args.command == "plan":
         _print_plan(spec, args.dtype, args.shape)
@@ -185,8 +264,4 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
         print(f"uploaded: {upload_s3(report, args.s3_uri, clients)}")
     if args.cloudwatch:
         print(f"metrics: {put_metrics(report, args.namespace, clients)} to {args.namespace}")
-    failures = report["verdict"]["failures"]
-    print("PASS" if not failures else f"FAIL: {len(failures)} failure(s)")
-    for failure in failures:
-        print(f"  - {failure['message']}")
-    return 0 if not failures else 1
+    return _verdict_code(report["verdict"]["failures"])

@@ -1,4 +1,4 @@
-"""Where reports go: a local file, S3, and CloudWatch metrics under one namespace."""
+"""Where reports go: a local file, S3 (under a prefix, or at an exact key), and CloudWatch metrics."""
 
 from __future__ import annotations
 
@@ -37,21 +37,42 @@ def report_name(report: Mapping[str, Any]) -> str:
     return f"{report['node']['instance_id']}-{stamp}.json"
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """s3://bucket/prefix/ -> (bucket, prefix); ValueError for anything else."""
+def _split_s3_uri(uri: str, expected: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"expected s3://bucket[/prefix], got {uri!r}")
-    prefix = parsed.path.lstrip("/")
-    return parsed.netloc, (prefix if not prefix or prefix.endswith("/") else prefix + "/")
+        raise ValueError(f"expected {expected}, got {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/prefix/ -> (bucket, prefix); ValueError for anything else."""
+    bucket, prefix = _split_s3_uri(uri, "s3://bucket[/prefix]")
+    return bucket, (prefix if not prefix or prefix.endswith("/") else prefix + "/")
+
+
+def parse_s3_object_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key.json -> (bucket, key); ValueError for a prefix or anything else."""
+    expected = "s3://bucket/key"
+    bucket, key = _split_s3_uri(uri, expected)
+    if not key or key.endswith("/"):
+        raise ValueError(f"expected {expected}, got {uri!r}")
+    return bucket, key
+
+
+def _put_json(document: Mapping[str, Any], bucket: str, key: str, clients: ClientFactory) -> str:
+    clients("s3").put_object(Bucket=bucket, Key=key, Body=report_bytes(document),
+                             ContentType="application/json")
+    return f"s3://{bucket}/{key}"
 
 
 def upload_s3(report: Mapping[str, Any], uri: str, clients: ClientFactory) -> str:
     bucket, prefix = parse_s3_uri(uri)
-    key = prefix + report_name(report)
-    clients("s3").put_object(Bucket=bucket, Key=key, Body=report_bytes(report),
-                             ContentType="application/json")
-    return f"s3://{bucket}/{key}"
+    return _put_json(report, bucket, prefix + report_name(report), clients)
+
+
+def put_s3_object(document: Mapping[str, Any], uri: str, clients: ClientFactory) -> str:
+    """``document`` as JSON at exactly ``uri`` (s3://bucket/key)."""
+    return _put_json(document, *parse_s3_object_uri(uri), clients)
 
 
 def metric_data(report: Mapping[str, Any]) -> list[dict[str, Any]]:

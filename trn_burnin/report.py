@@ -13,8 +13,8 @@ SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
 
 
-def load_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text())
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ class RunOptions:
     thresholds: Thresholds
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_burnin(options: RunOptions, host: DeviceLayer, now: Callable[[], str] = _utc_now) -> dict[str, Any]:
+def run_burnin(options: RunOptions, host: DeviceLayer, now: Callable[[], str] = utc_now) -> dict[str, Any]:
     """The node's report; its verdict passes only if every rule does."""
     spec = options.spec
     plan = plan_gemm(spec.core, options.dtype, *options.shape)

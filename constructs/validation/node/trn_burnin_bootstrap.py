@@ -6,7 +6,11 @@ EKS runs it in one pod per Trainium node. Standard library plus boto3 only, beca
 before anything else is installed.
 
     trn_burnin_bootstrap.py --package s3://.../pkg.zip --reports s3://bucket/prefix/ --region R
-        [--kubernetes-node NAME] -- <arguments for `python -m trn_burnin run`>
+        [--kubernetes-node NAME | --slurm] -- <arguments for `python -m trn_burnin run`>
+
+It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the gate's cluster all-reduce) run the
+same package with the same interpreter. On EKS it records the verdict on the Node; with --slurm a
+failing node is drained with the reason, so `sinfo -R` says why.
 
 Exit code: the burn-in's (0 only when the node passed), so a failing node is not put in service.
 """
@@ -17,6 +21,8 @@ import argparse
 import glob
 import json
 import os
+import shlex
+import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +32,10 @@ import zipfile
 from pathlib import Path
 
 INSTALL_DIR = Path("/opt/trn-kit")
+# Under INSTALL_DIR; the gate's Slurm job calls it by its full path (trn_constructs.validation).
+LAUNCHER = Path("bin/trn-burnin")
+SCONTROL = "/opt/slurm/bin/scontrol"  # ParallelCluster's Slurm prefix
+MAX_DRAIN_REASON = 200  # Slurm shows reasons in one `sinfo -R` column: keep them short
 # Taint, label and condition names shared with the EKS construct (trn_constructs.eks).
 TAINT_KEY = "trn-kit/burn-in"
 LABEL_KEY = "trn-kit/burn-in"
@@ -60,16 +70,40 @@ def fetch_package(uri: str, region: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(archive) as package:
             package.extractall(target)
+    write_launcher()
+
+
+def write_launcher() -> Path:
+    """A POSIX sh entry point: the fetched package under the interpreter neuron_python() picks."""
+    path = INSTALL_DIR / LAUNCHER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    script = (
+        "#!/bin/sh\n"
+        "# Written by trn_burnin_bootstrap.py: runs the trn_burnin package fetched for this node.\n"
+        f"PYTHONPATH={shlex.quote(str(INSTALL_DIR))}\n"
+        "export PYTHONPATH\n"
+        f'exec {shlex.quote(neuron_python())} -m trn_burnin "$@"\n'
+    )
+    # Replaced, not rewritten in place: a job may be running the old copy.
+    staging = path.with_name(path.name + ".new")
+    staging.write_text(script)
+    staging.chmod(0o755)
+    os.replace(staging, path)
+    return path
 
 
 def run_burnin(reports: str, region: str, burnin_args: list[str], report_path: Path) -> int:
     command = [
-        neuron_python(), "-m", "trn_burnin", "run", *burnin_args,
+        str(INSTALL_DIR / LAUNCHER), "run", *burnin_args,
         "--s3-uri", reports, "--cloudwatch", "--region", region, "--output", str(report_path),
     ]
-    environment = {**os.environ, "PYTHONPATH": str(INSTALL_DIR)}
     print("running:", " ".join(command), flush=True)
-    return subprocess.run(command, env=environment, check=False).returncode
+    return subprocess.run(command, check=False).returncode
+
+
+def failure_summary(report: dict | None) -> str:
+    failures = (report or {}).get("verdict", {}).get("failures", [])
+    return "; ".join(f["message"] for f in failures)
 
 
 class KubernetesNode:
@@ -95,8 +129,7 @@ class KubernetesNode:
 
     def record(self, passed: bool, report: dict | None, report_uri: str) -> None:
         node = self._call("GET", self.url)
-        failures = (report or {}).get("verdict", {}).get("failures", [])
-        reason = "; ".join(f["message"] for f in failures)[:1000] or (
+        reason = failure_summary(report)[:1000] or (
             "passed" if passed else "no report was produced"
         )
         taints = node["spec"].get("taints") or []
@@ -126,12 +159,76 @@ class KubernetesNode:
         )
 
 
+def drain_reason(report: dict | None, code: int, reports: str) -> str:
+    """One short line without double quotes; the report location always survives the cut."""
+    detail = " ".join((failure_summary(report) or f"exit {code}, no report").replace('"', "'").split())
+    head, tail = "trn-burnin failed: ", f"; report {reports}"
+    room = max(MAX_DRAIN_REASON - len(head) - len(tail), 3)
+    if len(detail) > room:
+        detail = detail[: room - 3] + "..."
+    return head + detail + tail
+
+
+def run_command(argv: list[str]) -> str:
+    """Standard output of ``argv`` (no shell); CalledProcessError when it fails."""
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def local_ipv4() -> str:
+    """This instance's private IPv4 from IMDSv2, through the IMDS client of the fetched package."""
+    sys.path.insert(0, str(INSTALL_DIR))
+    from trn_burnin.imds import imds_fetch
+
+    return imds_fetch("local-ipv4")
+
+
+def short_hostname() -> str:
+    return socket.gethostname().split(".")[0]
+
+
+def slurm_node_name(listing: str, ipv4: str | None, hostname: str) -> str | None:
+    """From ``scontrol -o show nodes``: the node at this instance's IPv4, else the one named like
+    this host (ParallelCluster names compute hosts after their Slurm node by default)."""
+    nodes = []
+    for line in listing.splitlines():
+        fields: dict[str, str] = {}
+        for token in line.split():
+            key, _, value = token.partition("=")
+            fields.setdefault(key, value)  # the first: a free-text Reason comes later on the line
+        if fields.get("NodeName"):
+            nodes.append(fields)
+    by_address = [n["NodeName"] for n in nodes if ipv4 and n.get("NodeAddr") == ipv4]
+    by_name = [n["NodeName"] for n in nodes if n["NodeName"] == hostname]
+    return (by_address + by_name + [None])[0]
+
+
+def drain_slurm_node(reason: str) -> None:
+    """Drain this node with ``reason``. Best effort: a failure is printed, never raised."""
+    try:
+        listing = run_command([SCONTROL, "-o", "show", "nodes"])
+        try:
+            address = local_ipv4()
+        except Exception as error:  # noqa: BLE001 - the host name may still identify the node
+            print(f"no private IPv4 from instance metadata ({error}); trying the host name")
+            address = None
+        name = slurm_node_name(listing, address, short_hostname())
+        if name is None:
+            print(f"not draining: no Slurm node has NodeAddr {address} or NodeName {short_hostname()}")
+            return
+        run_command([SCONTROL, "update", f"NodeName={name}", "State=DRAIN", f"Reason={reason}"])
+        print(f"drained Slurm node {name}: {reason}", flush=True)
+    except Exception as error:  # noqa: BLE001 - the burn-in's exit code already fails the node
+        detail = getattr(error, "stderr", None) or error
+        print(f"could not drain this Slurm node ({type(error).__name__}: {detail})", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", required=True, help="s3:// URI of the zipped trn_burnin package")
     parser.add_argument("--reports", required=True, help="s3://bucket/prefix/ for the node report")
     parser.add_argument("--region", required=True)
     parser.add_argument("--kubernetes-node", help="on EKS: the Node to label and untaint")
+    parser.add_argument("--slurm", action="store_true", help="on Slurm: drain this node when it fails")
     parser.add_argument("burnin_args", nargs=argparse.REMAINDER, help="-- then trn_burnin run arguments")
     args = parser.parse_args(argv)
     burnin_args = args.burnin_args[1:] if args.burnin_args[:1] == ["--"] else args.burnin_args
@@ -143,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.kubernetes_node:
         KubernetesNode(args.kubernetes_node).record(code == 0, report, args.reports)
     print(f"burn-in {'passed' if code == 0 else 'FAILED'} (exit {code})", flush=True)
+    if args.slurm and code != 0:
+        drain_slurm_node(drain_reason(report, code, args.reports))
     return code
 
 

@@ -1,0 +1,142 @@
+"""The node bootstrap's launcher and its Slurm drain of a failing node (no Slurm, no IMDS: fakes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trn_constructs.validation import NODE_LAUNCHER
+from trn_constructs.validation.node import trn_burnin_bootstrap as bootstrap
+
+REPO = Path(__file__).resolve().parent.parent
+REPORTS = "s3://reports/burn-in/"
+# `scontrol -o show nodes`: one node a line; a free-text Reason may contain anything after.
+SHOW_NODES = "\n".join([
+    "NodeName=trainium-st-trn2-1 Arch=x86_64 CoresPerSocket=1 CPUAlloc=0 NodeAddr=10.0.1.11 "
+    "NodeHostName=trainium-st-trn2-1 State=IDLE+CLOUD Partitions=trainium",
+    "NodeName=trainium-st-trn2-2 Arch=x86_64 CoresPerSocket=1 CPUAlloc=0 NodeAddr=10.0.1.12 "
+    "NodeHostName=trainium-st-trn2-2 State=IDLE+CLOUD Partitions=trainium "
+    "Reason=moved from NodeAddr=10.0.1.99 [root@2026-11-22T08:00:00]",
+    "NodeName=trainium-st-trn2-3 Arch=x86_64 NodeAddr=trainium-st-trn2-3 State=IDLE+CLOUD+POWERED_DOWN",
+])
+FAILED = {"verdict": {"passed": False, "failures": [
+    {"message": "core 17 (device 2) reached 20.0 TFLOPS bf16, below 70% of the 78.6 TFLOPS peak"},
+    {"message": 'device 0 HBM has 1 uncorrectable ECC events\n(counter "mem_ecc_uncorrected")'},
+]}}
+
+
+def test_launcher_path_is_the_one_the_gate_runs():
+    # The bootstrap cannot import aws_cdk; these two must not drift apart.
+    assert str(bootstrap.INSTALL_DIR / bootstrap.LAUNCHER) == NODE_LAUNCHER
+
+
+def test_launcher_runs_the_fetched_package_with_the_neuron_interpreter(monkeypatch, tmp_path):
+    monkeypatch.setattr(bootstrap, "INSTALL_DIR", tmp_path)
+    monkeypatch.setattr(bootstrap, "neuron_python", lambda: sys.executable)
+    (tmp_path / "trn_burnin").symlink_to(REPO / "trn_burnin")  # stands in for the unpacked package
+    launcher = bootstrap.write_launcher()
+    assert launcher == tmp_path / "bin" / "trn-burnin"
+    assert launcher.read_text() == (
+        "#!/bin/sh\n"
+        "# Written by trn_burnin_bootstrap.py: runs the trn_burnin package fetched for this node.\n"
+        f"PYTHONPATH={tmp_path}\n"
+        "export PYTHONPATH\n"
+        f'exec {sys.executable} -m trn_burnin "$@"\n'
+    )
+    done = subprocess.run([str(launcher), "plan", "--instance-type", "trn2.48xlarge"], cwd="/",
+                          capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert "modelled intensity" in done.stdout
+
+
+def test_the_burn_in_itself_runs_through_the_launcher(monkeypatch, tmp_path):
+    monkeypatch.setattr(bootstrap, "INSTALL_DIR", tmp_path)
+    commands = []
+    monkeypatch.setattr(bootstrap.subprocess, "run",
+                        lambda command, check: commands.append(command) or subprocess.CompletedProcess(command, 0))
+    assert bootstrap.run_burnin(REPORTS, "us-east-2", ["--dtype", "bf16"], tmp_path / "r.json") == 0
+    assert commands == [[str(tmp_path / "bin" / "trn-burnin"), "run", "--dtype", "bf16", "--s3-uri", REPORTS,
+                         "--cloudwatch", "--region", "us-east-2", "--output", str(tmp_path / "r.json")]]
+
+
+@pytest.mark.parametrize("ipv4, hostname, expected", [
+    ("10.0.1.12", "ip-10-0-1-12", "trainium-st-trn2-2"),  # by address, whatever the host is called
+    (None, "trainium-st-trn2-3", "trainium-st-trn2-3"),  # no metadata: by the host name
+    ("10.0.1.99", "ip-10-0-1-99", None),  # an address only a Reason mentions is not a match
+])
+def test_this_node_is_found_by_address_then_host_name(ipv4, hostname, expected):
+    assert bootstrap.slurm_node_name(SHOW_NODES, ipv4, hostname) == expected
+
+
+class FakeSlurm:
+    """scontrol as a recording fake; `fail_update` makes the drain itself fail."""
+
+    def __init__(self, fail_update: bool = False):
+        self.calls: list[list[str]] = []
+        self.fail_update = fail_update
+
+    def __call__(self, argv: list[str]) -> str:
+        self.calls.append(argv)
+        if argv[1:] == ["-o", "show", "nodes"]:
+            return SHOW_NODES
+        if self.fail_update:
+            raise subprocess.CalledProcessError(1, argv, stderr="Invalid user for SlurmUser slurm, update denied")
+        return ""
+
+
+def _bootstrap(monkeypatch, tmp_path, code: int, report: dict | None, *flags: str, slurm: FakeSlurm,
+               ipv4=lambda: "10.0.1.12") -> int:
+    monkeypatch.setattr(bootstrap, "INSTALL_DIR", tmp_path)
+    monkeypatch.setattr(bootstrap, "fetch_package", lambda uri, region: None)
+    monkeypatch.setattr(bootstrap, "run_command", slurm)
+    monkeypatch.setattr(bootstrap, "local_ipv4", ipv4)
+    monkeypatch.setattr(bootstrap, "short_hostname", lambda: "trainium-st-trn2-3")
+
+    def run(reports, region, args, report_path):
+        if report is not None:
+            report_path.write_text(json.dumps(report))
+        return code
+
+    monkeypatch.setattr(bootstrap, "run_burnin", run)
+    return bootstrap.main(["--package", "s3://assets/pkg.zip", "--reports", REPORTS, "--region", "us-east-2",
+                           *flags, "--", "--instance-type", "trn2.48xlarge"])
+
+
+def test_a_failing_slurm_node_is_drained_with_a_short_reason(monkeypatch, tmp_path):
+    slurm = FakeSlurm()
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm", slurm=slurm) == 1
+    assert slurm.calls[0] == ["/opt/slurm/bin/scontrol", "-o", "show", "nodes"]
+    command, reason = slurm.calls[1][:-1], slurm.calls[1][-1]
+    assert command == ["/opt/slurm/bin/scontrol", "update", "NodeName=trainium-st-trn2-2", "State=DRAIN"]
+    assert reason == (
+        "Reason=trn-burnin failed: core 17 (device 2) reached 20.0 TFLOPS bf16, below 70% of the 78.6 "
+        "TFLOPS peak; device 0 HBM has 1 uncorrectable ECC events (counter 'mem_ecc_uncorr...; "
+        "report s3://reports/burn-in/")
+    assert len(reason) - len("Reason=") == bootstrap.MAX_DRAIN_REASON
+
+
+def test_no_report_still_says_why_and_metadata_failure_falls_back_to_the_host_name(monkeypatch, tmp_path):
+    def no_metadata():
+        raise OSError("timed out")
+
+    slurm = FakeSlurm()
+    assert _bootstrap(monkeypatch, tmp_path, 3, None, "--slurm", slurm=slurm, ipv4=no_metadata) == 3
+    assert slurm.calls[1][2:] == ["NodeName=trainium-st-trn2-3", "State=DRAIN",
+                                  "Reason=trn-burnin failed: exit 3, no report; report s3://reports/burn-in/"]
+
+
+def test_a_failed_drain_is_reported_and_keeps_the_exit_code(monkeypatch, tmp_path, capsys):
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm", slurm=FakeSlurm(fail_update=True)) == 1
+    assert "could not drain this Slurm node (CalledProcessError: Invalid user for SlurmUser slurm" \
+        in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("code, flags", [(1, ()), (0, ("--slurm",))])
+def test_no_drain_without_slurm_or_on_a_pass(monkeypatch, tmp_path, code, flags):
+    slurm = FakeSlurm()
+    report = FAILED if code else {"verdict": {"passed": True, "failures": []}}
+    assert _bootstrap(monkeypatch, tmp_path, code, report, *flags, slurm=slurm) == code
+    assert slurm.calls == []
