@@ -376,7 +376,9 @@ def test_deleting_the_lookup_calls_nothing(ec2):
 
 
 def test_snapshot(ami_json, snapshot):
-    masked = json.loads(mask_asset_hashes(json.dumps(ami_json, sort_keys=True)))
+    # A recipe's name hashes its parameters, asset URLs included: it follows any byte of trn_burnin.
+    text = mask_asset_hashes(json.dumps(ami_json, sort_keys=True))
+    masked = json.loads(re.sub(r'"trn-kit-(slurm|eks)-[0-9a-f]{10}"', r'"trn-kit-\1-<hash>"', text))
     assert masked == snapshot.use_extension(JSONSnapshotExtension)
 
 

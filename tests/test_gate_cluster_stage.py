@@ -33,7 +33,7 @@ CLUSTER_TEST = {
 # What the head node runs: nothing in the job's command expands there, $SLURM_JOB_ID in the job.
 SUBMIT = (
     "/opt/slurm/bin/sbatch --parsable --job-name=trn-kit-cluster-test --partition=trainium "
-    "--nodes=2 --exclusive --time=8 --output=/tmp/trn-kit-cluster-test-%j.log --wrap "
+    "--nodes=2 --exclusive --time=8 --chdir=/tmp --output=/tmp/trn-kit-cluster-test-%j.log --wrap "
     "'/opt/trn-kit/bin/trn-burnin cluster-test --instance-type trn2.48xlarge "
     "--min-bus-bandwidth-fraction 0.25 --region us-east-2 --nodes 2 --result-uri "
     f"{RESULT_URI} --slurm-job-id \"$SLURM_JOB_ID\"'"

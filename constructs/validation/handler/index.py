@@ -107,7 +107,8 @@ class ClusterTest:
         return " ".join([
             "/opt/slurm/bin/sbatch", "--parsable", "--job-name=trn-kit-cluster-test",
             f"--partition={self.partition}", f"--nodes={nodes}", "--exclusive",
-            f"--time={self.job_minutes}", "--output=/tmp/trn-kit-cluster-test-%j.log",
+            # The SSM command's own directory does not exist on the compute nodes.
+            f"--time={self.job_minutes}", "--chdir=/tmp", "--output=/tmp/trn-kit-cluster-test-%j.log",
             "--wrap", shlex.quote(wrapped),
         ])
 
