@@ -113,13 +113,14 @@ class TrnClusterStack(KitStack):
             client_security_group=self.network.node_security_group,
             efa_security_group=self.network.efa_security_group,
         )
-        self.burn_in = BurnInArtifacts(self, "BurnIn")
-        # Node metrics land in log groups the stack owns, named after the cluster to come.
-        cluster_name = eks_cluster_name if config.orchestrator == "eks" else slurm_cluster_name
+        # Node metrics carry the name of the cluster to come; they land in log groups the stack owns.
+        naming = eks_cluster_name if config.orchestrator == "eks" else slurm_cluster_name
+        cluster_name = naming(self.stack_name)
+        self.burn_in = BurnInArtifacts(self, "BurnIn", cluster_name=cluster_name)
         self.telemetry = NodeTelemetry(
             self,
             "Telemetry",
-            cluster_name=cluster_name(self.stack_name),
+            cluster_name=cluster_name,
             orchestrator=config.orchestrator,
             log_retention=config.log_retention,
         )

@@ -140,6 +140,8 @@ def test_slurm_nodes_drain_themselves_on_failure(slurm):
     burn_in = queue["CustomActions"]["OnNodeConfigured"]["Sequence"][-1]
     args = burn_in["Args"]
     assert args[args.index("--") - 1] == "--slurm"
+    # Burn-in metrics carry the cluster's name, which the dashboard filters on.
+    assert args[args.index("--cluster-name") + 1] == cluster["Properties"]["ClusterName"]
 
 
 def test_reports_bucket_is_private_encrypted_ssl_only_and_kept(slurm):

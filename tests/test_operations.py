@@ -112,14 +112,15 @@ def test_widgets_per_orchestrator(eks, slurm):
     assert set(widgets(slurm)) == common
 
 
-def test_burn_in_panels_show_each_chip_against_the_catalog_peak(each):
-    _, synthesized = each
+def test_burn_in_panels_show_each_chip_of_this_cluster_against_the_catalog_peak(each):
+    orchestrator, synthesized = each
+    cluster = CLUSTER[orchestrator]
     throughput = widgets(synthesized)[f"Burn-in: chip bf16 throughput, % of peak ({PEAK_BF16:.0f} TFLOPS per chip)"]
     percent, search = sorted(expressions(throughput))
     assert percent == f"100 * chips / {PEAK_BF16:g}"
     assert search == (
-        "SEARCH('{TrnCluster/BurnIn,DType,Device,InstanceId,InstanceType} MetricName=\"ChipTFLOPS\" "
-        "InstanceType=\"trn3.48xlarge\" DType=\"bf16\"', 'Maximum', 86400)"
+        "SEARCH('{TrnCluster/BurnIn,ClusterName,DType,Device,InstanceId,InstanceType} "
+        f"MetricName=\"ChipTFLOPS\" ClusterName=\"{cluster}\" DType=\"bf16\"', 'Maximum', 86400)"
     )
     # Burn-in runs when a node starts: one bar per series over a long look-back.
     for title in (throughput["properties"]["title"], "Burn-in: node verdict (1 passed, 0 failed)"):
@@ -128,7 +129,7 @@ def test_burn_in_panels_show_each_chip_against_the_catalog_peak(each):
             "bar", True, "-P30D",
         )
     (verdicts,) = expressions(widgets(synthesized)["Burn-in: node verdict (1 passed, 0 failed)"])
-    assert 'MetricName="NodePassed" InstanceType="trn3.48xlarge"' in verdicts
+    assert f'MetricName="NodePassed" ClusterName="{cluster}"' in verdicts
 
 
 def test_peak_follows_the_configured_dtype():

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--s3-uri", type=_s3_uri, help="also upload the report under s3://bucket/prefix/")
     run.add_argument("--cloudwatch", action="store_true", help="also put per-chip metrics to CloudWatch")
     run.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="CloudWatch namespace (default: %(default)s)")
+    run.add_argument("--cluster-name", help="also a ClusterName dimension on every metric")
     run.add_argument("--region", help="AWS region for S3 and CloudWatch (default: the SDK's)")
 
     plan = commands.add_parser("plan", help="print the GEMM plan and its modelled arithmetic intensity")
@@ -263,5 +264,6 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
     if args.s3_uri:
         print(f"uploaded: {upload_s3(report, args.s3_uri, clients)}")
     if args.cloudwatch:
-        print(f"metrics: {put_metrics(report, args.namespace, clients)} to {args.namespace}")
+        count = put_metrics(report, args.namespace, clients, args.cluster_name)
+        print(f"metrics: {count} to {args.namespace}")
     return _verdict_code(report["verdict"]["failures"])

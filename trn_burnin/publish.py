@@ -75,11 +75,14 @@ def put_s3_object(document: Mapping[str, Any], uri: str, clients: ClientFactory)
     return _put_json(document, *parse_s3_object_uri(uri), clients)
 
 
-def metric_data(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per chip: achieved TFLOPS and pass (1) / fail (0); per node: pass / fail."""
+def metric_data(report: Mapping[str, Any], cluster_name: str | None = None) -> list[dict[str, Any]]:
+    """Per chip: achieved TFLOPS and pass (1) / fail (0); per node: pass / fail. With
+    ``cluster_name`` every series also carries ClusterName, so one cluster's dashboard shows only
+    its own nodes."""
     node = report["node"]
-    base = [{"Name": "InstanceId", "Value": node["instance_id"]},
-            {"Name": "InstanceType", "Value": node["instance_type"]}]
+    cluster = [{"Name": "ClusterName", "Value": cluster_name}] if cluster_name else []
+    base = cluster + [{"Name": "InstanceId", "Value": node["instance_id"]},
+                      {"Name": "InstanceType", "Value": node["instance_type"]}]
     data = [{"MetricName": "NodePassed", "Dimensions": base, "Unit": "Count",
              "Value": 1.0 if report["verdict"]["passed"] else 0.0}]
     dtype = report["workload"]["dtype"]
@@ -91,9 +94,10 @@ def metric_data(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return data
 
 
-def put_metrics(report: Mapping[str, Any], namespace: str, clients: ClientFactory) -> int:
+def put_metrics(report: Mapping[str, Any], namespace: str, clients: ClientFactory,
+                cluster_name: str | None = None) -> int:
     client = clients("cloudwatch")
-    data = metric_data(report)
+    data = metric_data(report, cluster_name)
     for start in range(0, len(data), MAX_METRICS_PER_CALL):
         client.put_metric_data(Namespace=namespace, MetricData=data[start:start + MAX_METRICS_PER_CALL])
     return len(data)

@@ -111,8 +111,8 @@ class Operations(Construct):
                     cloudwatch.TextWidget(
                         markdown=self._overview(telemetry, capacity), width=8, height=widgets.HEIGHT
                     ),
-                    widgets.burn_in_throughput(capacity.instance_type, burn_in_dtype, peak),
-                    widgets.burn_in_verdicts(capacity.instance_type),
+                    widgets.burn_in_throughput(cluster, burn_in_dtype, peak),
+                    widgets.burn_in_verdicts(cluster),
                 ],
                 [
                     widgets.neuroncore_utilization(cluster),

@@ -51,13 +51,11 @@ def graph(title: str, left: list, width: int, **options) -> cloudwatch.GraphWidg
     return cloudwatch.GraphWidget(title=title, left=left, width=width, height=HEIGHT, **options)
 
 
-def burn_in_throughput(
-    instance_type: str, dtype: str, peak_tflops: float
-) -> cloudwatch.GraphWidget:
+def burn_in_throughput(cluster_name: str, dtype: str, peak_tflops: float) -> cloudwatch.GraphWidget:
     """Each chip's burn-in throughput as a share of the catalog's dense peak for the dtype."""
     chips = search(
-        f"{{{BURN_IN_NAMESPACE},DType,Device,InstanceId,InstanceType}} "
-        f'MetricName="ChipTFLOPS" InstanceType="{instance_type}" DType="{dtype}"',
+        f"{{{BURN_IN_NAMESPACE},ClusterName,DType,Device,InstanceId,InstanceType}} "
+        f'MetricName="ChipTFLOPS" ClusterName="{cluster_name}" DType="{dtype}"',
         "Maximum",
         BURN_IN_PERIOD,
     )
@@ -77,10 +75,10 @@ def burn_in_throughput(
     )
 
 
-def burn_in_verdicts(instance_type: str) -> cloudwatch.GraphWidget:
+def burn_in_verdicts(cluster_name: str) -> cloudwatch.GraphWidget:
     verdicts = search(
-        f"{{{BURN_IN_NAMESPACE},InstanceId,InstanceType}} "
-        f'MetricName="NodePassed" InstanceType="{instance_type}"',
+        f"{{{BURN_IN_NAMESPACE},ClusterName,InstanceId,InstanceType}} "
+        f'MetricName="NodePassed" ClusterName="{cluster_name}"',
         "Minimum",
         BURN_IN_PERIOD,
     )

@@ -51,10 +51,12 @@ class BurnInArtifacts(Construct):
         package: the zipped ``trn_burnin`` package (a CDK asset, versioned with the stack).
         bootstrap: the bootstrap script (a CDK asset), for orchestrators that fetch scripts by URI.
         bucket, reports_prefix: where every node writes its report.
+        cluster_name: the ClusterName dimension of the nodes' burn-in metrics.
     """
 
-    def __init__(self, scope: Construct, construct_id: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str) -> None:
         super().__init__(scope, construct_id)
+        self.cluster_name = cluster_name
         self.package = s3_assets.Asset(
             self, "Package", path=str(BURN_IN_PACKAGE_DIR), exclude=["__pycache__", "*.pyc"]
         )
@@ -138,6 +140,7 @@ class BurnInArtifacts(Construct):
             *catalog_arguments(capacity),
             "--dtype", burn_in.dtype,
             "--duration", str(burn_in.duration_seconds),
+            "--cluster-name", self.cluster_name,
         ]  # fmt: skip
 
 

@@ -48,6 +48,14 @@ def test_cloudwatch_gets_per_chip_tflops_and_pass_fail(stubbed):
     assert [(d["MetricName"], d["Value"]) for d in data] == [
         ("NodePassed", 0.0), ("ChipTFLOPS", 480.5), ("ChipPassed", 1.0), ("ChipTFLOPS", 120.0), ("ChipPassed", 0.0)]
     assert {"Name": "Device", "Value": "1"} in data[3]["Dimensions"]
+    assert all(d["Name"] != "ClusterName" for d in data[0]["Dimensions"])
+
+
+def test_a_cluster_name_becomes_the_first_dimension_of_every_series():
+    data = metric_data(REPORT, "TrnClusterStack-slurm")
+    assert {tuple(d["Dimensions"][0].values()) for d in data} == {("ClusterName", "TrnClusterStack-slurm")}
+    assert [d["Name"] for d in data[1]["Dimensions"]] == [
+        "ClusterName", "InstanceId", "InstanceType", "Device", "DType"]
 
 
 def test_local_file_and_s3_uri_parsing(tmp_path):
@@ -65,6 +73,7 @@ def test_cli_publishes_the_validated_report(tmp_path, fake_host, stubbed):
                                                 "ContentType": "application/json"})
     stubs["cloudwatch"].add_response("put_metric_data", {}, {"Namespace": "Custom/NS", "MetricData": ANY})
     argv = ["run", "--instance-type", "trn2.48xlarge", "--instance-id", "i-0123", "--output",
-            str(tmp_path / "r.json"), "--s3-uri", "s3://r/", "--cloudwatch", "--namespace", "Custom/NS"]
+            str(tmp_path / "r.json"), "--s3-uri", "s3://r/", "--cloudwatch", "--namespace", "Custom/NS",
+            "--cluster-name", "c1"]
     assert main(argv, host=fake_host, clients=factory) == 0
     assert json.loads((tmp_path / "r.json").read_text())["verdict"]["passed"] is True
