@@ -599,7 +599,7 @@ def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
     return BurnInConfig(
         dtype=ctx.choice("burnInDtype", dtypes, SETTINGS["burnInDtype"]),
         duration_seconds=ctx.bounded_integer("burnInDurationSeconds", 30, 3600),
-        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 20, 55),
+        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 30, 55),
         min_healthy_fraction=ctx.fraction(
             "burnInMinHealthyFraction", SETTINGS["burnInMinHealthyFraction"]
         ),

@@ -227,11 +227,11 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
         ),
         (
             {"burnInTimeoutMinutes": 90},
-            "setting 'burnInTimeoutMinutes': got 90; allowed: a whole number 20-55",
+            "setting 'burnInTimeoutMinutes': got 90; allowed: a whole number 30-55",
         ),
         (
-            {"burnInTimeoutMinutes": 10},
-            "setting 'burnInTimeoutMinutes': got 10; allowed: a whole number 20-55",
+            {"burnInTimeoutMinutes": 20},
+            "setting 'burnInTimeoutMinutes': got 20; allowed: a whole number 30-55",
         ),
         (
             {"clusterTestMinBusBandwidthFraction": 1.5},

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -19,13 +21,15 @@ HEAD_NODE = "i-0head0000000000001"
 RUN = f"cluster-test/{REQUEST_ID}/"
 RESULT_URI = f"s3://{BUCKET}/{RUN}result.json"
 COMMAND_ID = "0b1c2d3e-aaaa-bbbb-cccc-000000000001"
+OVERRIDES = '{"trn2":{"instance_type":"trn2.48xlarge","ultraserver_type":null,"efa_network_cards":16}}'
+COMMAND = [
+    "/opt/trn-kit/bin/trn-burnin", "cluster-test", "--instance-type", "trn2.48xlarge",
+    "--catalog-overrides", OVERRIDES, "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
+]
 CLUSTER_TEST = {
     "HeadNodeInstanceId": HEAD_NODE,
     "Partition": "trainium",
-    "Command": [
-        "/opt/trn-kit/bin/trn-burnin", "cluster-test", "--instance-type", "trn2.48xlarge",
-        "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
-    ],
+    "Command": COMMAND,
     "Prefix": "cluster-test/",
     "ReserveSeconds": "600",
     "JobMinutes": "8",
@@ -33,10 +37,13 @@ CLUSTER_TEST = {
 # What the head node runs: nothing in the job's command expands there, $SLURM_JOB_ID in the job.
 SUBMIT = (
     "/opt/slurm/bin/sbatch --parsable --job-name=trn-kit-cluster-test --partition=trainium "
-    "--nodes=2 --exclusive --time=8 --chdir=/tmp --output=/tmp/trn-kit-cluster-test-%j.log --wrap "
-    "'/opt/trn-kit/bin/trn-burnin cluster-test --instance-type trn2.48xlarge "
-    "--min-bus-bandwidth-fraction 0.25 --region us-east-2 --nodes 2 --result-uri "
-    f"{RESULT_URI} --slurm-job-id \"$SLURM_JOB_ID\"'"
+    "--nodes=2 --exclusive --time=8 --chdir=/tmp --export=ALL,HOME=/root,PATH=/opt/slurm/bin:"
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+    "--output=/tmp/trn-kit-cluster-test-%j.log --wrap "
+    + shlex.quote(
+        " ".join(shlex.quote(part) for part in COMMAND)
+        + f" --nodes 2 --result-uri {RESULT_URI} --slurm-job-id \"$SLURM_JOB_ID\""
+    )
 )
 
 
@@ -50,24 +57,28 @@ def nodes_pass(aws: Aws, *instance_ids: str) -> None:
     aws.reports(*((f"{i}-20261122T081000Z.json", body(report(i)), T0) for i in instance_ids))
 
 
-def s3_object(aws: Aws, key: str, content: bytes | None) -> None:
-    if content is None:
-        aws.stubs["s3"].add_client_error(
-            "get_object", service_error_code="NoSuchKey", http_status_code=404,
-            expected_params={"Bucket": BUCKET, "Key": key},
-        )
-    else:
+def listed(aws: Aws, **objects: bytes) -> None:
+    """The run folder holds ``objects`` (name -> body); the gate lists it, then reads them."""
+    aws.stubs["s3"].add_response(
+        "list_objects_v2",
+        {"IsTruncated": False,
+         "Contents": [{"Key": RUN + name, "Size": len(body)} for name, body in objects.items()]},
+        {"Bucket": BUCKET, "Prefix": RUN},
+    )
+    for name, content in objects.items():
+        if name == "launch.json" and "result.json" in objects:
+            continue  # a result ends the stage before the marker is read
         aws.stubs["s3"].add_response(
             "get_object", {"Body": StreamingBody(io.BytesIO(content), len(content))},
-            {"Bucket": BUCKET, "Key": key},
+            {"Bucket": BUCKET, "Key": RUN + name},
         )
 
 
-def marker_written(aws: Aws, marker: dict) -> None:
+def marker_written(aws: Aws, marker: dict, only_if_new: bool = False) -> None:
     aws.stubs["s3"].add_response(
         "put_object", {},
         {"Bucket": BUCKET, "Key": RUN + "launch.json", "Body": json.dumps(marker).encode(),
-         "ContentType": "application/json"},
+         "ContentType": "application/json", **({"IfNoneMatch": "*"} if only_if_new else {})},
     )
 
 
@@ -79,7 +90,7 @@ def invocation(aws: Aws, status: str, stdout: str = "", stderr: str = "") -> Non
     )
 
 
-def result(passed: bool, measured: float, failures=()) -> bytes:
+def result(passed: bool, measured: float | None, failures=()) -> bytes:
     """The fields of trn_burnin's cluster-test result document that the gate reads."""
     return body({
         "schema_version": 1,
@@ -94,10 +105,9 @@ def result(passed: bool, measured: float, failures=()) -> bytes:
 def test_first_poll_after_the_nodes_pass_submits_one_job_marker_first(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", None)
-        s3_object(aws, RUN + "launch.json", None)
+        listed(aws)
         marker = {"SubmittedAt": T0.isoformat(), "Nodes": 2}
-        marker_written(aws, marker)
+        marker_written(aws, marker, only_if_new=True)
         aws.stubs["ssm"].add_response(
             "send_command", {"Command": {"CommandId": COMMAND_ID}},
             {"InstanceIds": [HEAD_NODE], "DocumentName": "AWS-RunShellScript",
@@ -108,21 +118,57 @@ def test_first_poll_after_the_nodes_pass_submits_one_job_marker_first(monkeypatc
         assert poll(with_cluster_test()) == {"IsComplete": False}
 
 
-def test_a_submitted_job_is_followed_never_submitted_again(monkeypatch):
+@pytest.mark.parametrize(("status", "stdout"), [("InProgress", ""), ("Success", "42\n")])
+def test_a_submitted_job_is_followed_never_submitted_again(monkeypatch, status, stdout):
     with Aws(monkeypatch, T0) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", None)
-        s3_object(aws, RUN + "launch.json", body({"CommandId": COMMAND_ID}))
-        invocation(aws, "Success", stdout="42\n")
+        listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
+        invocation(aws, status, stdout=stdout)
         assert poll(with_cluster_test()) == {"IsComplete": False}
+
+
+def test_an_invocation_ssm_does_not_know_yet_is_pending(monkeypatch):
+    with Aws(monkeypatch, T0) as aws:
+        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
+        aws.stubs["ssm"].add_client_error(
+            "get_command_invocation", service_error_code="InvocationDoesNotExist",
+            expected_params={"CommandId": COMMAND_ID, "InstanceId": HEAD_NODE},
+        )
+        assert poll(with_cluster_test()) == {"IsComplete": False}
+
+
+def test_an_overlapping_poll_that_loses_the_claim_sends_nothing(monkeypatch):
+    with Aws(monkeypatch, T0) as aws:
+        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        listed(aws)
+        aws.stubs["s3"].add_client_error(
+            "put_object", service_error_code="PreconditionFailed", http_status_code=412,
+        )
+        assert poll(with_cluster_test()) == {"IsComplete": False}
+
+
+def test_the_job_command_survives_the_head_nodes_shell_and_the_jobs():
+    """Run the submission through sh as SSM does, with sbatch replaced by a printer of its
+    --wrap argument, then that through sh as the job does: the node-side argv arrives intact."""
+    test = index.ClusterTest.from_properties({"ClusterTest": CLUSTER_TEST})
+    script = test.submit_script(2, RESULT_URI).replace(
+        "/opt/slurm/bin/sbatch", 'f() { while [ "$1" != --wrap ]; do shift; done; printf %s "$2"; }; f'
+    )
+    wrapped = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    job = subprocess.run(
+        ["sh", "-c", 'printf "%s\\n" ' + wrapped.removeprefix(COMMAND[0])],
+        capture_output=True, text=True, check=True, env={"SLURM_JOB_ID": "42"},
+    ).stdout.splitlines()
+    assert job == COMMAND[1:] + ["--nodes", "2", "--result-uri", RESULT_URI, "--slurm-job-id", "42"]
+    assert json.loads(job[job.index("--catalog-overrides") + 1])["trn2"]["efa_network_cards"] == 16
 
 
 def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeypatch):
     # The marker without a command id: the command may or may not have gone out; never resend.
     with Aws(monkeypatch, T0 + timedelta(hours=1)) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", None)
-        s3_object(aws, RUN + "launch.json", body({"SubmittedAt": T0.isoformat(), "Nodes": 2}))
+        listed(aws, **{"launch.json": body({"SubmittedAt": T0.isoformat(), "Nodes": 2})})
         with pytest.raises(index.GateFailed) as failed:
             poll(with_cluster_test())
     assert str(failed.value) == (
@@ -135,8 +181,7 @@ def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeyp
 def test_a_job_without_result_at_the_deadline_is_named(monkeypatch):
     with Aws(monkeypatch, T0 + timedelta(hours=1)) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", None)
-        s3_object(aws, RUN + "launch.json", body({"CommandId": COMMAND_ID}))
+        listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
         invocation(aws, "Success", stdout="42\n")
         with pytest.raises(index.GateFailed, match="deadline: Slurm job 42 on partition trainium"):
             poll(with_cluster_test())
@@ -145,8 +190,7 @@ def test_a_job_without_result_at_the_deadline_is_named(monkeypatch):
 def test_a_failed_submission_fails_the_deploy_with_the_head_node_error(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", None)
-        s3_object(aws, RUN + "launch.json", body({"CommandId": COMMAND_ID}))
+        listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
         invocation(aws, "Failed", stderr="sbatch: error: invalid partition specified: trainium")
         with pytest.raises(index.GateFailed) as failed:
             poll(with_cluster_test())
@@ -156,10 +200,18 @@ def test_a_failed_submission_fails_the_deploy_with_the_head_node_error(monkeypat
     )
 
 
+def test_a_passing_result_without_a_measurement_is_unreadable(monkeypatch):
+    with Aws(monkeypatch, T0) as aws:
+        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        listed(aws, **{"result.json": result(True, None)})
+        with pytest.raises(index.GateFailed, match="is unreadable"):
+            poll(with_cluster_test())
+
+
 def test_a_passing_result_completes_the_handover_with_the_bandwidth(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", result(True, 171.42))
+        listed(aws, **{"launch.json": b"{}", "result.json": result(True, 171.42)})
         outcome = poll(with_cluster_test())
     assert outcome["IsComplete"] is True
     assert outcome["Data"]["Summary"] == (
@@ -173,7 +225,7 @@ def test_a_failing_result_fails_the_deploy_with_its_reasons(monkeypatch):
               "(25% of 3200 Gbps EFA per instance)")
     with Aws(monkeypatch, T0) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", result(False, 4.2, [reason]))
+        listed(aws, **{"result.json": result(False, 4.2, [reason])})
         with pytest.raises(index.GateFailed) as failed:
             poll(with_cluster_test())
     assert str(failed.value) == f"Cluster test failed: {reason}. Result: {RESULT_URI}"
@@ -182,7 +234,7 @@ def test_a_failing_result_fails_the_deploy_with_its_reasons(monkeypatch):
 def test_an_unreadable_result_fails_the_deploy(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
         nodes_pass(aws, "i-0aaa", "i-0bbb")
-        s3_object(aws, RUN + "result.json", b'{"schema_version": 7}')
+        listed(aws, **{"result.json": b'{"schema_version": 7}'})
         with pytest.raises(index.GateFailed, match=f"result {RESULT_URI} is unreadable"):
             poll(with_cluster_test())
 

@@ -47,6 +47,12 @@ def test_gate_properties_come_from_capacity_and_policy(slurm):
     assert 1800 < int(properties["ServiceTimeout"]) <= 3600
 
 
+def test_the_longest_timeout_still_fits_cloudformations_hour():
+    _, gate = gate_of(synth(orchestrator="slurm", burnInTimeoutMinutes=55))
+    assert gate["Properties"]["ServiceTimeout"] == "3600"
+    assert gate["Properties"]["TimeoutSeconds"] == "3300"
+
+
 def test_gate_waits_for_the_slurm_cluster(slurm):
     _, gate = gate_of(slurm)
     (cluster,) = slurm.template.find_resources("Custom::PclusterCluster")
@@ -96,8 +102,14 @@ def test_gate_runs_the_cluster_test_through_the_slurm_head_node(slurm):
     test = gate["Properties"]["ClusterTest"]
     assert test["HeadNodeInstanceId"] == {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
     assert test["Partition"] == QUEUE_NAME
-    assert test["Command"][:4] == [NODE_LAUNCHER, "cluster-test", "--instance-type", "trn3.48xlarge"]
-    assert test["Command"][-4:] == ["--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2"]
+    overrides = {"trn3-gen1": {
+        "instance_type": "trn3.48xlarge", "ultraserver_type": "u-trn3x64", "efa_network_cards": 16,
+    }}
+    assert test["Command"] == [
+        NODE_LAUNCHER, "cluster-test", "--instance-type", "trn3.48xlarge",
+        "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
+        "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
+    ]
     assert test["Prefix"] == CLUSTER_TEST_PREFIX
     # Stage 1 stops 10 minutes early so the all-reduce always has that long.
     assert test["ReserveSeconds"] == "600"

@@ -41,6 +41,7 @@ CLUSTER_TEST_JOB_MINUTES = 8
 # Custom resource waits are capped by CloudFormation at one hour; keep the gate's own deadline
 # inside that so its message ("no report from i-...") wins over a generic timeout.
 GATE_MARGIN = Duration.minutes(4)
+CLOUDFORMATION_MAX_WAIT_SECONDS = 3600
 GATE_POLL_INTERVAL = Duration.minutes(1)
 
 
@@ -229,9 +230,14 @@ class HandoverGate(Construct):
         acknowledge(
             is_complete,
             "AwsSolutions-IAM5[Resource::*]",
-            "ec2:DescribeInstances and ssm:GetCommandInvocation have no resource-level "
-            "permissions; the gate only lists the instances of its Capacity Block and follows "
-            "the one command it sent to the head node",
+            "ec2:DescribeInstances has no resource-level permissions; the gate only lists the "
+            "instances of its Capacity Block"
+            + (
+                "; nor has ssm:GetCommandInvocation, with which it follows the one command it "
+                "sent to the head node"
+                if cluster_test
+                else ""
+            ),
         )
         if cluster_test:
             self._allow_cluster_test(is_complete, artifacts, cluster_test)
@@ -249,7 +255,13 @@ class HandoverGate(Construct):
             "Resource",
             service_token=provider.service_token,
             resource_type="Custom::TrnBurnInGate",
-            service_timeout=wait.plus(GATE_MARGIN).plus(GATE_MARGIN),
+            # Long enough for the Provider to report its own timeout, within CloudFormation's cap.
+            service_timeout=Duration.seconds(
+                min(
+                    CLOUDFORMATION_MAX_WAIT_SECONDS,
+                    wait.plus(GATE_MARGIN).plus(GATE_MARGIN).to_seconds(),
+                )
+            ),
             properties={
                 "ReportsBucket": artifacts.bucket.bucket_name,
                 "ReportsPrefix": artifacts.reports_prefix,

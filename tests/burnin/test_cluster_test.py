@@ -40,7 +40,7 @@ def test_trn2_plan_runs_one_rank_per_logical_core_inside_the_slurm_job(tmp_path)
     assert plan.environment == {"NEURON_LOGICAL_NC_CONFIG": "2"}
     assert plan.argv("1234", tmp_path / "n.json", "/opt/aws/neuron/bin/nccom-test") == [
         "/opt/aws/neuron/bin/nccom-test", "all_reduce", "-r", "256", "-N", "4", "-b", "64MB", "-e", "1GB",
-        "-f", "4", "-n", "20", "-w", "5", "-d", "fp32", "--check", "--slurm-mode", "--slurm-job-id", "1234",
+        "-f", "4", "-n", "20", "-w", "5", "-d", "fp32", "--check", "all_ones", "--slurm-mode", "--slurm-job-id", "1234",
         "--non-interactive", "--report-to-json-file", str(tmp_path / "n.json")]
 
 

@@ -35,6 +35,9 @@ from botocore.exceptions import ClientError
 
 REPORT_SCHEMA_VERSION = 1
 CLUSTER_RESULT_SCHEMA_VERSION = 1
+JOB_ENVIRONMENT = (
+    "HOME=/root,PATH=/opt/slurm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
 MAX_REASONS_PER_NODE = 3
 # trn_burnin.publish names each report <instance id>-<UTC timestamp>.json under the prefix.
 REPORT_KEY = re.compile(r"(?P<instance>i-[0-9a-f]+)-[^/]+\.json")
@@ -107,8 +110,10 @@ class ClusterTest:
         return " ".join([
             "/opt/slurm/bin/sbatch", "--parsable", "--job-name=trn-kit-cluster-test",
             f"--partition={self.partition}", f"--nodes={nodes}", "--exclusive",
-            # The SSM command's own directory does not exist on the compute nodes.
-            f"--time={self.job_minutes}", "--chdir=/tmp", "--output=/tmp/trn-kit-cluster-test-%j.log",
+            # The SSM command's own directory does not exist on the compute nodes, and its
+            # environment has no HOME and no Slurm on PATH (nccom-test's slurm mode calls srun).
+            f"--time={self.job_minutes}", "--chdir=/tmp", f"--export=ALL,{JOB_ENVIRONMENT}",
+            "--output=/tmp/trn-kit-cluster-test-%j.log",
             "--wrap", shlex.quote(wrapped),
         ])
 
@@ -263,15 +268,18 @@ def cluster_stage(
     """Stage 2's one-line verdict, None while it runs; raises GateFailed when it fails."""
     s3 = client("s3")
     run_prefix = f"{test.prefix}{request_id}/"
-    result_uri = f"s3://{settings.bucket}/{run_prefix}result.json"
-    result = read_object(s3, settings.bucket, run_prefix + "result.json")
-    if result is not None:
-        return judge_cluster_result(result, result_uri)
-    launch = read_object(s3, settings.bucket, run_prefix + "launch.json")
-    if launch is None:
-        submit_cluster_test(s3, settings.bucket, run_prefix, test, nodes, result_uri)
+    result_key, launch_key = run_prefix + "result.json", run_prefix + "launch.json"
+    result_uri = f"s3://{settings.bucket}/{result_key}"
+    # Listed rather than fetched blind: a missing key is a 403, not a 404, for a role that may
+    # list only under a prefix.
+    present = listed_keys(s3, settings.bucket, run_prefix)
+    if result_key in present:
+        return judge_cluster_result(read_object(s3, settings.bucket, result_key), result_uri)
+    if launch_key not in present:
+        submit_cluster_test(s3, settings.bucket, launch_key, test, nodes, result_uri)
         return None
-    state, detail = command_state(test.head_node_instance_id, json.loads(launch).get("CommandId"))
+    launch = json.loads(read_object(s3, settings.bucket, launch_key))
+    state, detail = command_state(test.head_node_instance_id, launch.get("CommandId"))
     if state in ("Failed", "TimedOut", "Cancelled"):
         raise GateFailed(
             f"Cluster test could not be submitted on the head node {test.head_node_instance_id} "
@@ -289,11 +297,18 @@ def cluster_stage(
 
 
 def submit_cluster_test(
-    s3: Any, bucket: str, run_prefix: str, test: ClusterTest, nodes: int, result_uri: str
+    s3: Any, bucket: str, launch_key: str, test: ClusterTest, nodes: int, result_uri: str
 ) -> None:
-    """Marker first, then the command: a poll that dies in between never submits twice."""
+    """Claim the run with a marker that only one writer can create, then send the command: a poll
+    that dies in between, or one that overlaps another, never submits twice."""
     marker = {"SubmittedAt": now().isoformat(), "Nodes": nodes}
-    put_json(s3, bucket, run_prefix + "launch.json", marker)
+    try:
+        put_json(s3, bucket, launch_key, marker, only_if_new=True)
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+            print("another poll has claimed the cluster test; following it")
+            return
+        raise
     response = client("ssm").send_command(
         InstanceIds=[test.head_node_instance_id],
         DocumentName="AWS-RunShellScript",
@@ -301,7 +316,7 @@ def submit_cluster_test(
         Parameters={"commands": [test.submit_script(nodes, result_uri)]},
     )
     command_id = response["Command"]["CommandId"]
-    put_json(s3, bucket, run_prefix + "launch.json", {**marker, "CommandId": command_id})
+    put_json(s3, bucket, launch_key, {**marker, "CommandId": command_id})
     print(f"submitted the cluster all-reduce across {nodes} nodes (SSM command {command_id})")
 
 
@@ -329,33 +344,36 @@ def judge_cluster_result(body: bytes, uri: str) -> str:
         if result.get("schema_version") != CLUSTER_RESULT_SCHEMA_VERSION:
             raise ValueError(f"schema_version {result.get('schema_version')!r}")
         verdict = result["verdict"]
-        nodes = result["nodes"]
-        floor = result["threshold"]["min_bus_bandwidth_gibps"]
-        measured = result["bus_bandwidth_gibps"]
         failures = [failure["message"] for failure in verdict["failures"]]
-        passed = bool(verdict["passed"])
+        if verdict["passed"]:
+            return (
+                f"Cluster all-reduce across {result['nodes']} nodes: "
+                f"{result['bus_bandwidth_gibps']:.1f} GiB/s bus bandwidth "
+                f"(floor {result['threshold']['min_bus_bandwidth_gibps']:.1f} GiB/s)"
+            )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise GateFailed(f"Cluster test result {uri} is unreadable ({error})") from error
-    if not passed:
-        raise GateFailed(f"Cluster test failed: {'; '.join(failures)}. Result: {uri}")
-    return (
-        f"Cluster all-reduce across {nodes} nodes: {measured:.1f} GiB/s bus bandwidth "
-        f"(floor {floor:.1f} GiB/s)"
-    )
+    raise GateFailed(f"Cluster test failed: {'; '.join(failures)}. Result: {uri}")
 
 
-def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
-    try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as error:
-        if error.response["Error"]["Code"] == "NoSuchKey":
-            return None
-        raise
+def listed_keys(s3: Any, bucket: str, prefix: str) -> set[str]:
+    page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {item["Key"] for item in page.get("Contents", [])}
 
 
-def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+def read_object(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def put_json(
+    s3: Any, bucket: str, key: str, document: dict[str, Any], *, only_if_new: bool = False
+) -> None:
     s3.put_object(
-        Bucket=bucket, Key=key, Body=json.dumps(document).encode(), ContentType="application/json"
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(document).encode(),
+        ContentType="application/json",
+        **({"IfNoneMatch": "*"} if only_if_new else {}),
     )
 
 
