@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from botocore.response import StreamingBody
 
-from tests.test_gate_handler import BUCKET, REQUEST_ID, T0, Aws, body, poll, properties, report
+from tests.gate_fakes import BUCKET, REQUEST_ID, T0, Aws, body, poll, properties, report
 from trn_constructs.validation.handler import index
 
 HEAD_NODE = "i-0head0000000000001"
