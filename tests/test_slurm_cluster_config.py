@@ -11,6 +11,7 @@ from tests.conftest import context_with
 from trn_burnin.catalog import CATALOG
 from trn_constructs.config import ConfigError, parse_config
 from trn_constructs.slurm.cluster_config import (
+    COMPUTE_NODE_BOOTSTRAP_SECONDS,
     ClusterSpec,
     CustomAction,
     HeadNodeSpec,
@@ -19,6 +20,7 @@ from trn_constructs.slurm.cluster_config import (
     cluster_name,
     compute_resource_name,
 )
+from trn_constructs.validation import CLUSTER_TEST_RESERVE
 
 BURN_IN = CustomAction(script="s3://kit-assets/burnin/run.sh", args=("--dtype", "bf16"))
 NEURON = CustomAction(
@@ -171,3 +173,12 @@ def test_log_retention_parallelcluster_does_not_accept_is_rejected_for_slurm():
     )
     # EKS has no such limit.
     assert parse_config(context_with({"logRetentionDays": 1096, "orchestrator": "eks"}))
+
+
+def test_parallelcluster_waits_for_a_node_as_long_as_the_gate_does(spec):
+    timeouts = cluster_configuration(spec)["DevSettings"]["Timeouts"]
+    assert timeouts == {"ComputeNodeBootstrapTimeout": COMPUTE_NODE_BOOTSTRAP_SECONDS}
+    # The gate waits for node reports at most burnInTimeoutMinutes (55) less the cluster test's
+    # reserve; a node still bootstrapping then must not have been abandoned.
+    longest_node_wait = 55 * 60 - CLUSTER_TEST_RESERVE.to_seconds()
+    assert COMPUTE_NODE_BOOTSTRAP_SECONDS > longest_node_wait

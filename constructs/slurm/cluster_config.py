@@ -27,6 +27,9 @@ OFFICIAL_IMAGE_NAME_PATTERN = f"aws-parallelcluster-{PCLUSTER_VERSION}-ubuntu-24
 QUEUE_NAME = "trainium"
 SHARED_STORAGE_NAME = "fsx"
 
+# Longer than the handover gate's longest wait for node reports (55 minutes less the cluster test's
+# 10-minute reserve).
+COMPUTE_NODE_BOOTSTRAP_SECONDS = 50 * 60
 # Queue and compute resource names: lowercase letters, digits and hyphens, at most 25 characters.
 _RESOURCE_NAME_MAX = 25
 # Cluster names: a letter, then letters, digits and hyphens, at most 60 characters.
@@ -122,6 +125,10 @@ def cluster_configuration(spec: ClusterSpec) -> dict[str, Any]:
             }
         },
         "Tags": [{"Key": key, "Value": value} for key, value in sorted(spec.tags.items())],
+        # A compute node builds the Neuron driver, installs the compiler and burns in before it
+        # counts as bootstrapped; ParallelCluster's default 30 minutes would abandon nodes the
+        # handover gate still waits for.
+        "DevSettings": {"Timeouts": {"ComputeNodeBootstrapTimeout": COMPUTE_NODE_BOOTSTRAP_SECONDS}},
     }
 
 
