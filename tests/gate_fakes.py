@@ -75,7 +75,8 @@ class Aws:
 
     def reports(self, *objects: tuple[str, bytes, datetime]) -> None:
         """``objects``: (key below the prefix, body, last modified); all listed, the newest of each
-        running instance read."""
+        running instance read, and of each gone one whose report came after the gate started
+        (T0 for ``poll()``'s one-hour deadline)."""
         self.stubs["s3"].add_response(
             "list_objects_v2",
             {
@@ -90,7 +91,7 @@ class Aws:
         newest = {}
         for key, body, modified in objects:
             instance = key.rsplit("-", 1)[0]
-            if instance not in self.instance_ids:
+            if instance not in self.instance_ids and modified < T0:
                 continue
             if instance not in newest or modified > newest[instance][2]:
                 newest[instance] = (key, body, modified)

@@ -101,16 +101,35 @@ def test_policy_below_one_accepts_a_failed_node_and_says_so(monkeypatch):
     assert ". Accepted failures: i-0bbb: " in summary
 
 
-def test_newest_report_wins_and_reports_of_gone_instances_are_ignored(monkeypatch):
+def test_newest_report_wins_and_earlier_reports_of_gone_instances_are_ignored(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
         aws.running("i-0aaa", "i-0bbb")
         aws.reports(
             ("i-0aaa-20261122T070000Z.json", body(report("i-0aaa", slow_core=1)), T0 - timedelta(hours=1)),
             ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0),
             ("i-0bbb-20261122T081000Z.json", body(report("i-0bbb")), T0),
-            ("i-0ccc-20261122T081000Z.json", body(report("i-0ccc", slow_core=2)), T0),
+            ("i-0ccc-20261122T070000Z.json", body(report("i-0ccc", slow_core=2)), T0 - timedelta(hours=1)),
         )
-        assert poll()["Data"]["Summary"].startswith("2/2 nodes passed")
+        summary = poll()["Data"]["Summary"]
+    assert summary.startswith("2/2 nodes passed")
+    assert "i-0ccc" not in summary
+
+
+def test_a_node_replaced_after_failing_is_named_but_its_replacement_counts(monkeypatch):
+    # ParallelCluster replaced i-0bbb, whose bootstrap failed, with i-0ddd.
+    with Aws(monkeypatch, T0 + timedelta(minutes=20)) as aws:
+        aws.running("i-0aaa", "i-0ddd")
+        aws.reports(
+            ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0 + timedelta(minutes=10)),
+            ("i-0bbb-20261122T081000Z.json", body(report("i-0bbb", slow_core=5)), T0 + timedelta(minutes=10)),
+            ("i-0ddd-20261122T081900Z.json", body(report("i-0ddd")), T0 + timedelta(minutes=19)),
+        )
+        summary = poll()["Data"]["Summary"]
+    assert summary.startswith(
+        "2/2 nodes passed the burn-in (policy 100%); median chip throughput 76.3% of peak; "
+        "replaced after failing the burn-in: i-0bbb: core 5"
+    )
+    assert "i-0ddd" not in summary
 
 
 def test_too_few_instances_at_the_deadline_fails(monkeypatch):

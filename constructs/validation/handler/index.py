@@ -149,7 +149,8 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
     deadline = datetime.fromisoformat(event["Data"]["Deadline"])
     nodes_deadline = deadline - timedelta(seconds=cluster_test.reserve_seconds if cluster_test else 0)
     instances = running_instances(settings.reservation_id)
-    outcomes = newest_outcomes(settings, instances)
+    started = deadline - timedelta(seconds=settings.timeout_seconds)
+    outcomes, replaced = newest_outcomes(settings, instances, started)
     missing = sorted(instances - set(outcomes))
     waiting_for_nodes = len(instances) < settings.expected_nodes
     if (missing or waiting_for_nodes) and now() < nodes_deadline:
@@ -160,7 +161,7 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
         return {"IsComplete": False}
     for instance_id in missing:
         outcomes[instance_id] = NodeOutcome(instance_id, False, ("no report before the deadline",))
-    summary, passed = decide(settings, list(outcomes.values()), len(instances))
+    summary, passed = decide(settings, list(outcomes.values()), len(instances), replaced)
     if cluster_test is None:
         reason = props.get("ClusterTestSkipped", "not configured")
         return complete(settings, f"{summary}. Cluster all-reduce not run: {reason}")
@@ -196,8 +197,12 @@ def running_instances(reservation_id: str) -> set[str]:
         kwargs["NextToken"] = page["NextToken"]
 
 
-def newest_outcomes(settings: GateSettings, instances: set[str]) -> dict[str, NodeOutcome]:
-    """The newest report of each of ``instances`` (a re-run writes a newer one); others are stale."""
+def newest_outcomes(
+    settings: GateSettings, instances: set[str], since: datetime
+) -> tuple[dict[str, NodeOutcome], tuple[NodeOutcome, ...]]:
+    """The newest report of each of ``instances`` (a re-run writes a newer one), and the failures
+    of instances gone since ``since`` (ParallelCluster replaces a node that fails its bootstrap:
+    the replacement is judged, the failure is still worth naming). Older reports are stale."""
     s3 = client("s3")
     newest: dict[str, dict[str, Any]] = {}
     kwargs: dict[str, Any] = {"Bucket": settings.bucket, "Prefix": settings.prefix}
@@ -208,17 +213,19 @@ def newest_outcomes(settings: GateSettings, instances: set[str]) -> dict[str, No
             if not match:
                 continue
             instance_id = match["instance"]
-            if instance_id not in instances:
+            if instance_id not in instances and item["LastModified"] < since:
                 continue
             if instance_id not in newest or item["LastModified"] > newest[instance_id]["LastModified"]:
                 newest[instance_id] = item
         if not page.get("IsTruncated"):
             break
         kwargs["ContinuationToken"] = page["NextContinuationToken"]
-    return {
+    outcomes = {
         instance_id: read_outcome(s3, settings.bucket, item["Key"], instance_id)
         for instance_id, item in newest.items()
     }
+    replaced = tuple(o for i, o in sorted(outcomes.items()) if i not in instances and not o.passed)
+    return {i: o for i, o in outcomes.items() if i in instances}, replaced
 
 
 def read_outcome(s3: Any, bucket: str, key: str, instance_id: str) -> NodeOutcome:
@@ -240,7 +247,12 @@ def read_outcome(s3: Any, bucket: str, key: str, instance_id: str) -> NodeOutcom
         )
 
 
-def decide(settings: GateSettings, outcomes: list[NodeOutcome], running: int) -> tuple[str, int]:
+def decide(
+    settings: GateSettings,
+    outcomes: list[NodeOutcome],
+    running: int,
+    replaced: tuple[NodeOutcome, ...] = (),
+) -> tuple[str, int]:
     """Stage 1's summary and the number of passed nodes; raises GateFailed below the policy."""
     passed = [o for o in outcomes if o.passed]
     failed = sorted((o for o in outcomes if not o.passed), key=lambda o: o.instance_id)
@@ -253,6 +265,10 @@ def decide(settings: GateSettings, outcomes: list[NodeOutcome], running: int) ->
     )
     if running < settings.expected_nodes:
         summary += f"; only {running} of {settings.expected_nodes} instances were running"
+    if replaced:
+        summary += "; replaced after failing the burn-in: " + " | ".join(
+            o.describe() for o in replaced
+        )
     if healthy_fraction < settings.min_healthy_fraction or not passed:
         details = " | ".join(o.describe() for o in failed)
         raise GateFailed(f"Burn-in gate failed: {summary}. Failed nodes: {details}. "
