@@ -126,3 +126,13 @@ def poll(props=None, deadline=T0 + timedelta(hours=1)):
             "Data": {"Deadline": deadline.isoformat()},
         }
     )
+
+
+def nodes_report(aws: Aws, *, passed: tuple[str, ...], slow: tuple[str, ...] = ()) -> None:
+    """``passed`` and ``slow`` instances run; each wrote one report at T0, a ``slow`` one with
+    core 5 at a third of its peers (a failure)."""
+    aws.running(*passed, *slow)
+    aws.reports(*(
+        (f"{i}-20261122T081000Z.json", body(report(i, slow_core=5 if i in slow else None)), T0)
+        for i in (*passed, *slow)
+    ))

@@ -14,7 +14,9 @@ from datetime import timedelta
 import pytest
 from botocore.response import StreamingBody
 
-from tests.gate_fakes import BUCKET, REQUEST_ID, T0, Aws, body, poll, properties, report
+from tests.gate_fakes import (
+    BUCKET, REQUEST_ID, T0, Aws, body, nodes_report, poll, properties, report,
+)
 from trn_constructs.validation.handler import index
 
 HEAD_NODE = "i-0head0000000000001"
@@ -50,11 +52,6 @@ SUBMIT = (
 def with_cluster_test(**overrides):
     props = {k: v for k, v in properties(**overrides).items() if k != "ClusterTestSkipped"}
     return {**props, "ClusterTest": CLUSTER_TEST}
-
-
-def nodes_pass(aws: Aws, *instance_ids: str) -> None:
-    aws.running(*instance_ids)
-    aws.reports(*((f"{i}-20261122T081000Z.json", body(report(i)), T0) for i in instance_ids))
 
 
 def listed(aws: Aws, **objects: bytes) -> None:
@@ -104,7 +101,7 @@ def result(passed: bool, measured: float | None, failures=()) -> bytes:
 
 def test_first_poll_after_the_nodes_pass_submits_one_job_marker_first(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws)
         marker = {"SubmittedAt": T0.isoformat(), "Nodes": 2}
         marker_written(aws, marker, only_if_new=True)
@@ -121,7 +118,7 @@ def test_first_poll_after_the_nodes_pass_submits_one_job_marker_first(monkeypatc
 @pytest.mark.parametrize(("status", "stdout"), [("InProgress", ""), ("Success", "42\n")])
 def test_a_submitted_job_is_followed_never_submitted_again(monkeypatch, status, stdout):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
         invocation(aws, status, stdout=stdout)
         assert poll(with_cluster_test()) == {"IsComplete": False}
@@ -129,7 +126,7 @@ def test_a_submitted_job_is_followed_never_submitted_again(monkeypatch, status, 
 
 def test_an_invocation_ssm_does_not_know_yet_is_pending(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
         aws.stubs["ssm"].add_client_error(
             "get_command_invocation", service_error_code="InvocationDoesNotExist",
@@ -140,7 +137,7 @@ def test_an_invocation_ssm_does_not_know_yet_is_pending(monkeypatch):
 
 def test_an_overlapping_poll_that_loses_the_claim_sends_nothing(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws)
         aws.stubs["s3"].add_client_error(
             "put_object", service_error_code="PreconditionFailed", http_status_code=412,
@@ -167,7 +164,7 @@ def test_the_job_command_survives_the_head_nodes_shell_and_the_jobs():
 def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeypatch):
     # The marker without a command id: the command may or may not have gone out; never resend.
     with Aws(monkeypatch, T0 + timedelta(hours=1)) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": body({"SubmittedAt": T0.isoformat(), "Nodes": 2})})
         with pytest.raises(index.GateFailed) as failed:
             poll(with_cluster_test())
@@ -180,7 +177,7 @@ def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeyp
 
 def test_a_job_without_result_at_the_deadline_is_named(monkeypatch):
     with Aws(monkeypatch, T0 + timedelta(hours=1)) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
         invocation(aws, "Success", stdout="42\n")
         with pytest.raises(index.GateFailed, match="deadline: Slurm job 42 on partition trainium"):
@@ -189,7 +186,7 @@ def test_a_job_without_result_at_the_deadline_is_named(monkeypatch):
 
 def test_a_failed_submission_fails_the_deploy_with_the_head_node_error(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
         invocation(aws, "Failed", stderr="sbatch: error: invalid partition specified: trainium")
         with pytest.raises(index.GateFailed) as failed:
@@ -202,7 +199,7 @@ def test_a_failed_submission_fails_the_deploy_with_the_head_node_error(monkeypat
 
 def test_a_passing_result_without_a_measurement_is_unreadable(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"result.json": result(True, None)})
         with pytest.raises(index.GateFailed, match="is unreadable"):
             poll(with_cluster_test())
@@ -210,7 +207,7 @@ def test_a_passing_result_without_a_measurement_is_unreadable(monkeypatch):
 
 def test_a_passing_result_completes_the_handover_with_the_bandwidth(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": b"{}", "result.json": result(True, 171.42)})
         outcome = poll(with_cluster_test())
     assert outcome["IsComplete"] is True
@@ -224,7 +221,7 @@ def test_a_failing_result_fails_the_deploy_with_its_reasons(monkeypatch):
     reason = ("all-reduce bus bandwidth 4.2 GiB/s across 2 nodes is below the 93.1 GiB/s floor "
               "(25% of 3200 Gbps EFA per instance)")
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"result.json": result(False, 4.2, [reason])})
         with pytest.raises(index.GateFailed) as failed:
             poll(with_cluster_test())
@@ -233,7 +230,7 @@ def test_a_failing_result_fails_the_deploy_with_its_reasons(monkeypatch):
 
 def test_an_unreadable_result_fails_the_deploy(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        nodes_pass(aws, "i-0aaa", "i-0bbb")
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"result.json": b'{"schema_version": 7}'})
         with pytest.raises(index.GateFailed, match=f"result {RESULT_URI} is unreadable"):
             poll(with_cluster_test())
@@ -250,10 +247,6 @@ def test_stage_one_ends_early_enough_to_leave_the_reserve(monkeypatch):
 
 def test_one_passed_node_has_no_peer_to_test(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        aws.running("i-0aaa", "i-0bbb")
-        aws.reports(
-            ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0),
-            ("i-0bbb-20261122T081000Z.json", body(report("i-0bbb", slow_core=5)), T0),
-        )
+        nodes_report(aws, passed=("i-0aaa",), slow=("i-0bbb",))
         summary = poll(with_cluster_test(MinHealthyFraction="0.5"))["Data"]["Summary"]
     assert summary.endswith("Cluster all-reduce not run: it needs 2+ nodes")

@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.gate_fakes import BUCKET, PREFIX, RESERVATION, T0, Aws, body, poll, properties, report
+from tests.gate_fakes import (
+    BUCKET, PREFIX, RESERVATION, T0, Aws, body, nodes_report, poll, properties, report,
+)
 from trn_constructs.validation.handler import index
 
 
@@ -28,11 +30,7 @@ def test_delete_waits_for_nothing():
 
 def test_all_nodes_pass(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        aws.running("i-0aaa", "i-0bbb")
-        aws.reports(
-            ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0),
-            ("i-0bbb-20261122T081000Z.json", body(report("i-0bbb")), T0),
-        )
+        nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         result = poll()
     assert result["IsComplete"] is True
     # Each fake core reports 60 TFLOPS against 78.6 TFLOPS peak per NeuronCore-v3.
@@ -45,11 +43,7 @@ def test_all_nodes_pass(monkeypatch):
 
 def test_one_failed_node_fails_the_deploy_naming_node_and_reason(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        aws.running("i-0aaa", "i-0bbb")
-        aws.reports(
-            ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0),
-            ("i-0bbb-20261122T081000Z.json", body(report("i-0bbb", slow_core=5)), T0),
-        )
+        nodes_report(aws, passed=("i-0aaa",), slow=("i-0bbb",))
         with pytest.raises(index.GateFailed) as failed:
             poll()
     message = str(failed.value)
@@ -90,11 +84,7 @@ def test_malformed_report_fails_that_node(monkeypatch):
 
 def test_policy_below_one_accepts_a_failed_node_and_says_so(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
-        aws.running("i-0aaa", "i-0bbb")
-        aws.reports(
-            ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0),
-            ("i-0bbb-20261122T081000Z.json", body(report("i-0bbb", slow_core=5)), T0),
-        )
+        nodes_report(aws, passed=("i-0aaa",), slow=("i-0bbb",))
         result = poll(properties(MinHealthyFraction="0.5"))
     summary = result["Data"]["Summary"]
     assert summary.startswith("1/2 nodes passed the burn-in (policy 50%)")

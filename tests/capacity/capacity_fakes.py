@@ -181,6 +181,13 @@ class StubbedEC2:
     def purchase_succeeds(self, item: dict[str, Any]) -> None:
         self.purchase_stub.add_response("purchase_capacity_block", {"CapacityReservation": item})
 
+    def purchase_throttled_throughout(self) -> None:
+        """Every purchase attempt throttled, with the adoption re-check between attempts."""
+        for attempt in range(index.PURCHASE_ATTEMPTS):
+            if attempt:
+                self.adoption_check()
+            self.purchase_fails("RequestLimitExceeded", 503)
+
     def purchase_fails(self, code: str, status: int) -> None:
         self.purchase_stub.add_client_error(
             "purchase_capacity_block",

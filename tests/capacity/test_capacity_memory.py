@@ -47,10 +47,7 @@ def test_retry_after_an_unknown_outcome_refuses_to_buy_again(ec2):
 def test_a_purchase_throttled_throughout_is_forgotten_so_the_next_deploy_may_buy(ec2):
     ec2.adoption_check()
     ec2.offerings(offering())
-    for _ in range(index.PURCHASE_ATTEMPTS - 1):
-        ec2.purchase_fails("RequestLimitExceeded", 503)
-        ec2.adoption_check()
-    ec2.purchase_fails("RequestLimitExceeded", 503)
+    ec2.purchase_throttled_throughout()
     with pytest.raises(index.CapacityPurchaseError, match="nothing was bought"):
         call(index.on_event, CONFIRMED)
     ec2.adoption_check()

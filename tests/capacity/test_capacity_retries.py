@@ -38,10 +38,7 @@ def test_block_found_after_a_throttled_attempt_is_adopted_not_bought(ec2):
 def test_throttled_on_every_attempt_fails_saying_nothing_was_bought(ec2, fake_aws):
     ec2.adoption_check()
     ec2.offerings(offering())
-    for _ in range(index.PURCHASE_ATTEMPTS - 1):
-        ec2.purchase_fails("RequestLimitExceeded", 503)
-        ec2.adoption_check()
-    ec2.purchase_fails("RequestLimitExceeded", 503)
+    ec2.purchase_throttled_throughout()
     with pytest.raises(
         index.CapacityPurchaseError, match="throttled all 5 purchase attempts.*nothing was bought"
     ):
