@@ -45,7 +45,8 @@ class Network(Construct):
         self, scope: Construct, construct_id: str, *, config: NetworkConfig, log_retention: logs.RetentionDays
     ) -> None:
         super().__init__(scope, construct_id)
-        self.vpc = self._import_vpc(config) if config.vpc_id else self._build_vpc(config)
+        self.imported = bool(config.vpc_id)
+        self.vpc = self._import_vpc(config) if self.imported else self._build_vpc(config)
         self.cluster_subnets = self.vpc.select_subnets(
             subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
         ).subnets
@@ -91,6 +92,18 @@ class Network(Construct):
         self.endpoint_security_group: ec2.SecurityGroup | None = None
         if not config.vpc_id:
             self._add_endpoints()
+
+    def retain_on_delete(self, *security_groups: ec2.ISecurityGroup) -> None:
+        """Keep the VPC, the compute subnet and ``security_groups`` when the stack is deleted.
+
+        For a retained file system: its network interfaces stay in them, so CloudFormation could
+        not delete them and the whole delete would end DELETE_FAILED. Everything else (NAT, the
+        other subnets, endpoints, routes) still goes. An imported VPC is never deleted anyway.
+        """
+        if self.imported:
+            return
+        for resource in (self.vpc, self.compute_subnet, *security_groups):
+            resource.node.default_child.apply_removal_policy(RemovalPolicy.RETAIN)
 
     def _build_vpc(self, config: NetworkConfig) -> ec2.Vpc:
         vpc = ec2.Vpc(

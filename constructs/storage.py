@@ -25,6 +25,7 @@ class SharedFileSystem(Construct):
     Attributes:
         file_system_id, dns_name, mount_name: what clients need to mount it.
         security_group: the file system's own group.
+        interface_security_groups: every group its network interfaces are in.
         removal_policy: what ``cdk destroy`` does with the data.
     """
 
@@ -68,6 +69,7 @@ class SharedFileSystem(Construct):
         if config.efa_enabled:
             # An EFA-enabled file system exchanges EFA traffic with the nodes directly.
             security_groups.append(efa_security_group)
+        self.interface_security_groups = tuple(security_groups)
 
         metadata = fsx.CfnFileSystem.MetadataConfigurationProperty(
             mode=config.metadata_mode, iops=config.metadata_iops

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput
+from aws_cdk import CfnOutput, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -113,6 +113,8 @@ class TrnClusterStack(KitStack):
             client_security_group=self.network.node_security_group,
             efa_security_group=self.network.efa_security_group,
         )
+        if self.storage.removal_policy == RemovalPolicy.RETAIN:
+            self.network.retain_on_delete(*self.storage.interface_security_groups)
         # Node metrics carry the name of the cluster to come; they land in log groups the stack owns.
         naming = eks_cluster_name if config.orchestrator == "eks" else slurm_cluster_name
         cluster_name = naming(self.stack_name)

@@ -3,7 +3,7 @@
 import pytest
 from aws_cdk.assertions import Match
 
-from tests.conftest import synth_variant
+from tests.conftest import synth, synth_variant
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,37 @@ def test_retained_by_default(default_stack):
     default_stack.template.has_output(
         "FileSystemRemovalPolicy", {"Value": "retain", "Description": Match.string_like_regexp("billed")}
     )
+
+
+def retained(synthesized) -> list[str]:
+    """Types of the network resources a stack delete leaves behind."""
+    return sorted(
+        resource["Type"] if "Efa" not in name else "EFA " + resource["Type"]
+        for name, resource in synthesized.template_json["Resources"].items()
+        if resource["Type"].startswith("AWS::EC2::") and resource.get("DeletionPolicy") == "Retain"
+    )
+
+
+def test_a_retained_file_system_keeps_the_network_its_interfaces_sit_in(default_stack):
+    # Without them the stack delete would end DELETE_FAILED; NAT, endpoints and the other subnets go.
+    assert retained(default_stack) == ["AWS::EC2::SecurityGroup", "AWS::EC2::Subnet", "AWS::EC2::VPC"]
+    (subnet,) = default_stack.template.find_resources(
+        "AWS::EC2::Subnet", {"DeletionPolicy": "Retain"}
+    ).values()
+    assert subnet["Properties"]["AvailabilityZone"] == "us-east-2b"  # the compute subnet
+    default_stack.template.has_resource(
+        "AWS::EC2::SecurityGroup",
+        {"DeletionPolicy": "Retain", "Properties": {"GroupDescription": Match.string_like_regexp("^FSx")}},
+    )
+
+
+def test_an_efa_file_system_keeps_the_efa_group_too():
+    efa = synth(fsxEfaEnabled=True, fsxMetadataMode="USER_PROVISIONED", fsxMetadataIops=1500)
+    assert "EFA AWS::EC2::SecurityGroup" in retained(efa)
+
+
+def test_a_deleted_file_system_leaves_no_network_behind(full):
+    assert retained(full) == []
 
 
 def test_lustre_ports_only_from_itself_and_the_nodes(default_stack):
