@@ -8,13 +8,16 @@ Stage 1, the nodes: it asks EC2 which instances run in the Capacity Block and re
 burn-in report of each from S3. Once every running instance has a report, the stage passes when
 ``passed / ExpectedNodes >= MinHealthyFraction`` and fails otherwise, naming each failed node and
 its reasons. At the stage's deadline, nodes without a report count as failed ("no report") and the
-same rule applies, so a policy below 1.0 can still hand over a cluster with a straggler.
+same rule applies, so a policy below 1.0 can still hand over a cluster with a straggler. Failed
+reports of instances gone since the gate started (ParallelCluster replaces a node that fails its
+bootstrap) are named in the summary; their replacements are what counts.
 
 Stage 2, the cluster (when ``ClusterTest`` is given and 2+ nodes passed): it submits one Slurm job
 on the head node, through SSM Run Command, that runs ``nccom-test`` all-reduce across the passed
 nodes and writes its verdict to S3; the gate then waits for that verdict. The stage's objects live
-under ``<ClusterTest.Prefix><RequestId>/``: ``launch.json`` is written *before* the job is
-submitted, so a retried poll never submits a second job, and ``result.json`` is the node's verdict.
+under ``<ClusterTest.Prefix><RequestId>/``: ``launch.json`` is created (a conditional write only
+one poll can win) *before* the job is submitted, so neither a retried nor an overlapping poll
+submits a second job, and ``result.json`` is the node's verdict.
 Stage 1 ends ``ReserveSeconds`` before the deadline so stage 2 always has that long.
 
 The gate never stops, deletes or buys anything; its only action is that one Slurm job.
