@@ -66,3 +66,40 @@ def test_a_memory_older_than_an_hour_is_not_trusted(ec2, tmp_path):
     ec2.purchase_succeeds(reservation())
     assert call(index.on_event, CONFIRMED)["Data"]["Mode"] == "purchased"
     assert len(ec2.purchase_calls) == 1
+
+
+def test_a_purchase_is_reported_even_if_it_cannot_be_remembered(ec2, monkeypatch):
+    writes = []
+
+    def write(memory, record):
+        writes.append(record)
+        if "CapacityReservationId" in record:
+            raise OSError(28, "No space left on device")
+        memory.path.write_text(json.dumps(record))
+
+    monkeypatch.setattr(index.PurchaseMemory, "_write", write)
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation())
+    result = call(index.on_event, CONFIRMED)
+    assert (result["PhysicalResourceId"], result["Data"]["Mode"]) == ("cr-0bbb", "purchased")
+    assert [sorted(w) for w in writes] == [
+        ["OfferingId", "SentAt"], ["CapacityReservationId", "OfferingId", "SentAt"]
+    ]
+    assert len(ec2.purchase_calls) == 1
+
+
+def test_nothing_is_bought_when_the_purchase_cannot_be_remembered_first(ec2, monkeypatch):
+    def write(memory, record):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(index.PurchaseMemory, "_write", write)
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    with pytest.raises(index.CapacityPurchaseError) as refused:
+        call(index.on_event, CONFIRMED)
+    assert str(refused.value) == (
+        "could not record the purchase of cb-0aaa before sending it ([Errno 30] Read-only file "
+        "system); nothing was bought"
+    )
+    assert ec2.purchase_calls == []

@@ -535,13 +535,22 @@ class PurchaseMemory:
         return record if utcnow() - sent_at < MARKER_TTL else None
 
     def sending(self, offering: Offering) -> None:
+        """Before the purchase call; if this cannot be written, nothing is bought."""
         self._write({"OfferingId": offering.offering_id, "SentAt": utcnow().isoformat()})
 
     def bought(self, reservation_id: str) -> None:
-        self._write({**(self.recall() or {}), "CapacityReservationId": reservation_id})
+        """After a purchase: best effort, so a full /tmp never hides a block that was bought."""
+        record = self.recall() or {"SentAt": utcnow().isoformat()}
+        try:
+            self._write({**record, "CapacityReservationId": reservation_id})
+        except OSError as error:
+            LOG.warning("could not remember purchase %s in %s: %s", reservation_id, self.path, error)
 
     def forget(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as error:
+            LOG.warning("could not forget the purchase memory %s: %s", self.path, error)
 
     def _write(self, record: dict[str, str]) -> None:
         self.path.write_text(json.dumps(record))
@@ -776,7 +785,13 @@ def _purchase(
     purchase_client = ec2_client("purchase")
     tags = identity.purchase_tags(request, offering)
     memory = PurchaseMemory.of(identity)
-    memory.sending(offering)
+    try:
+        memory.sending(offering)
+    except OSError as error:
+        raise CapacityPurchaseError(
+            f"could not record the purchase of {offering.offering_id} before sending it "
+            f"({error}); nothing was bought"
+        ) from error
     attempt = 1
     while True:
         LOG.info(
