@@ -103,3 +103,40 @@ def test_nothing_is_bought_when_the_purchase_cannot_be_remembered_first(ec2, mon
         "system); nothing was bought"
     )
     assert ec2.purchase_calls == []
+
+
+def test_a_remembered_block_that_ended_is_forgotten_and_a_new_one_may_be_bought(ec2):
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation(state="payment-pending"))
+    call(index.on_event, CONFIRMED)
+    # Payment failed; the tag search skips ended blocks, the remembered id is looked up and let go.
+    ec2.adoption_check()
+    ec2.reservation(reservation(state="payment-failed"))
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation("cr-0ccc", state="payment-pending"))
+    result = call(index.on_event, CONFIRMED)
+    assert (result["PhysicalResourceId"], result["Data"]["Mode"]) == ("cr-0ccc", "purchased")
+    assert len(ec2.purchase_calls) == 2
+
+
+def test_an_unknown_outcome_says_when_buying_is_allowed_again(ec2):
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_fails("InternalError", 500)
+    with pytest.raises(index.CapacityPurchaseError):
+        call(index.on_event, CONFIRMED)
+    ec2.adoption_check()
+    expires = index.format_time(NOW + index.MARKER_TTL)
+    with pytest.raises(index.CapacityPurchaseError, match=f"buys again from {expires}"):
+        call(index.on_event, CONFIRMED)
+
+
+@pytest.mark.parametrize("content", ["null", "[]", '{"SentAt": 5}', '{"SentAt": "2026-11-22T08:00"}'])
+def test_a_malformed_memory_is_ignored(ec2, content):
+    index.PurchaseMemory.of(index.Identity.from_event(CONFIRMED)).path.write_text(content)
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_succeeds(reservation())
+    assert call(index.on_event, CONFIRMED)["Data"]["Mode"] == "purchased"
+    assert len(ec2.purchase_calls) == 1

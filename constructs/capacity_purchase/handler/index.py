@@ -51,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -530,9 +531,10 @@ class PurchaseMemory:
         try:
             record = json.loads(self.path.read_text())
             sent_at = datetime.fromisoformat(record["SentAt"])
-        except (OSError, ValueError, KeyError):
+            age = utcnow() - sent_at
+        except (OSError, ValueError, KeyError, TypeError):  # absent, or not what _write writes
             return None
-        return record if utcnow() - sent_at < MARKER_TTL else None
+        return record if age < MARKER_TTL else None
 
     def sending(self, offering: Offering) -> None:
         """Before the purchase call; if this cannot be written, nothing is bought."""
@@ -553,7 +555,10 @@ class PurchaseMemory:
             LOG.warning("could not forget the purchase memory %s: %s", self.path, error)
 
     def _write(self, record: dict[str, str]) -> None:
-        self.path.write_text(json.dumps(record))
+        # Replaced whole: a failed write never leaves the previous record truncated.
+        staging = self.path.with_name(self.path.name + ".new")
+        staging.write_text(json.dumps(record))
+        os.replace(staging, self.path)
 
 
 def dry_run_physical_id(props: Mapping[str, Any]) -> str:
@@ -854,9 +859,9 @@ def _acquire(
     candidates = find_adoptable(describe, identity)
     if candidates:
         return _adopt(candidates, request, physical_id)
-    remembered = PurchaseMemory.of(identity).recall()
-    if remembered:
-        return _remembered(remembered, describe, request, identity, physical_id)
+    adopted = _remembered(describe, request, identity, physical_id)
+    if adopted:
+        return adopted
     query = request.query
     query.check_window(utcnow())
     offering = select_offering(fetch_offerings(describe, query), query, request.max_fee_usd)
@@ -873,21 +878,29 @@ def _acquire(
 
 
 def _remembered(
-    record: Mapping[str, str],
-    describe,
-    request: PurchaseRequest,
-    identity: Identity,
-    physical_id: str,
-) -> dict[str, Any]:
-    """A purchase this environment sent that EC2's tag search does not list yet."""
+    describe, request: PurchaseRequest, identity: Identity, physical_id: str
+) -> dict[str, Any] | None:
+    """A purchase this environment sent that EC2's tag search does not list yet: adopt it by id,
+    or refuse while its outcome is unknown. None: nothing live is remembered, go on."""
+    memory = PurchaseMemory.of(identity)
+    record = memory.recall()
+    if record is None:
+        return None
     reservation_id = record.get("CapacityReservationId")
     if reservation_id:
-        return _adopt([describe_reservation(describe, reservation_id)], request, physical_id)
+        reservation = describe_reservation(describe, reservation_id)
+        if reservation.state not in TERMINAL_STATES:
+            return _adopt([reservation], request, physical_id)
+        # Ended (e.g. payment-failed): it holds nothing, so the next block may be bought.
+        memory.forget()
+        return None
+    expires = datetime.fromisoformat(record["SentAt"]) + MARKER_TTL
     raise CapacityPurchaseError(
         f"this function sent PurchaseCapacityBlock for offering {record['OfferingId']} at "
         f"{record['SentAt']} and its outcome is unknown; EC2 does not list a block tagged for "
         "this resource yet, so nothing is bought again. Deploy again in a few minutes: a block "
-        f"bought then is adopted. {identity.lookup_hint()}"
+        f"bought then is adopted; if none was bought, this function buys again from "
+        f"{format_time(expires)}. {identity.lookup_hint()}"
     )
 
 
