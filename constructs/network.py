@@ -98,11 +98,11 @@ class Network(Construct):
 
         For a retained file system: its network interfaces stay in them, so CloudFormation could
         not delete them and the whole delete would end DELETE_FAILED. Everything else (NAT, the
-        other subnets, endpoints, routes) still goes. An imported VPC is never deleted anyway.
+        other subnets, endpoints, routes) still goes. An imported VPC and its subnets are not the
+        stack's to delete; the groups are, so they are kept either way.
         """
-        if self.imported:
-            return
-        for resource in (self.vpc, self.compute_subnet, *security_groups):
+        owned = () if self.imported else (self.vpc, self.compute_subnet)
+        for resource in (*owned, *security_groups):
             resource.node.default_child.apply_removal_policy(RemovalPolicy.RETAIN)
 
     def _build_vpc(self, config: NetworkConfig) -> ec2.Vpc:

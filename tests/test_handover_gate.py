@@ -221,6 +221,9 @@ def test_one_pod_per_trainium_node_tolerating_the_taint_and_holding_every_device
     assert container["securityContext"]["capabilities"] == {"add": ["SYSLOG"]}
     assert container["args"][:2] == ["--kubernetes-node", "$(NODE_NAME)"]
     assert container["args"][container["args"].index("--instance-type") + 1] == "trn3.48xlarge"
+    # Burn-in metrics carry the EKS cluster's name, which the dashboard filters on.
+    (cluster,) = eks.template.find_resources("AWS::EKS::Cluster").values()
+    assert container["args"][container["args"].index("--cluster-name") + 1] == cluster["Properties"]["Name"]
 
 
 def test_rbac_allows_exactly_the_node_operations(eks):

@@ -69,6 +69,10 @@ def test_an_efa_file_system_keeps_the_efa_group_too():
     assert "EFA AWS::EC2::SecurityGroup" in retained(efa)
 
 
+def test_in_an_imported_vpc_only_the_groups_the_stack_made_are_kept():
+    assert retained(synth_variant("imported-vpc")) == ["AWS::EC2::SecurityGroup"]
+
+
 def test_a_deleted_file_system_leaves_no_network_behind(full):
     assert retained(full) == []
 
