@@ -139,3 +139,20 @@ def default_stack() -> Synthesized:
 def mask_asset_hashes(text: str) -> str:
     """Asset hashes change with any byte of bundled code; snapshots should not."""
     return re.sub(r"[0-9a-f]{64}", "<asset-hash>", text)
+
+
+def masked_template(template: Any) -> Any:
+    """``template`` with asset hashes masked, as a snapshot compares it. CDK orders some lists of
+    asset ARNs by their hashes; once masked, those lists are sorted so the order holds still."""
+
+    def settle(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: settle(item) for key, item in value.items()}
+        if isinstance(value, list):
+            items = [settle(item) for item in value]
+            if items and all(isinstance(i, str) and "<asset-hash>" in i for i in items):
+                return sorted(items)
+            return items
+        return value
+
+    return settle(json.loads(mask_asset_hashes(json.dumps(template, sort_keys=True))))

@@ -10,7 +10,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from tests.conftest import VARIANTS, mask_asset_hashes, synth_variant
+from tests.conftest import VARIANTS, masked_template, synth_variant
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -41,5 +41,4 @@ def test_cfn_lint_reports_no_errors(variant):
 def test_snapshot(variant, snapshot):
     # One JSON file per variant under __snapshots__/, reviewable as a CloudFormation diff.
     _, synthesized = variant
-    masked = mask_asset_hashes(json.dumps(synthesized.template_json, sort_keys=True))
-    assert json.loads(masked) == snapshot.use_extension(JSONSnapshotExtension)
+    assert masked_template(synthesized.template_json) == snapshot.use_extension(JSONSnapshotExtension)
