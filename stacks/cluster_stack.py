@@ -181,15 +181,14 @@ class TrnClusterStack(KitStack):
                     *self.orchestrator.device_plugins,
                 ],
             ).manifest
+        cluster_test = self._runs_cluster_test(config)
         node_policy = iam.ManagedPolicy(
             self,
             "BurnInNodePolicy",
             description="Trainium nodes: read the burn-in package, write reports and metrics",
-            statements=self.burn_in.node_statements(cluster_test=self._runs_cluster_test(config)),
+            statements=self.burn_in.node_statements(cluster_test=cluster_test),
         )
-        self.burn_in.acknowledge_node_policy(
-            node_policy, cluster_test=self._runs_cluster_test(config)
-        )
+        self.burn_in.acknowledge_node_policy(node_policy, cluster_test=cluster_test)
         self.orchestrator = SlurmOrchestrator(
             self,
             "Slurm",

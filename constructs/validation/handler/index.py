@@ -232,7 +232,7 @@ def newest_outcomes(
 
 
 def read_outcome(s3: Any, bucket: str, key: str, instance_id: str) -> NodeOutcome:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = read_object(s3, bucket, key)
     try:
         report = json.loads(body)
         if report.get("schema_version") != REPORT_SCHEMA_VERSION:
