@@ -117,6 +117,18 @@ def body(document: dict) -> bytes:
     return json.dumps(document).encode()
 
 
+def result(passed: bool, measured: float | None, failures=()) -> bytes:
+    """The fields of trn_burnin's cluster-test result document that the gate reads."""
+    return body({
+        "schema_version": 1,
+        "nodes": 2,
+        "bus_bandwidth_gibps": measured,
+        "threshold": {"min_bus_bandwidth_gibps": 93.13, "fraction": 0.25,
+                      "efa_gbps_per_instance": 3200},
+        "verdict": {"passed": passed, "failures": [{"message": m} for m in failures]},
+    })
+
+
 def poll(props=None, deadline=T0 + timedelta(hours=1)):
     return index.is_complete(
         {

@@ -15,7 +15,7 @@ import pytest
 from botocore.response import StreamingBody
 
 from tests.gate_fakes import (
-    BUCKET, REQUEST_ID, T0, Aws, body, nodes_report, poll, properties, report,
+    BUCKET, REQUEST_ID, T0, Aws, body, nodes_report, poll, properties, report, result,
 )
 from trn_constructs.validation.handler import index
 
@@ -85,18 +85,6 @@ def invocation(aws: Aws, status: str, stdout: str = "", stderr: str = "") -> Non
         {"Status": status, "StandardOutputContent": stdout, "StandardErrorContent": stderr},
         {"CommandId": COMMAND_ID, "InstanceId": HEAD_NODE},
     )
-
-
-def result(passed: bool, measured: float | None, failures=()) -> bytes:
-    """The fields of trn_burnin's cluster-test result document that the gate reads."""
-    return body({
-        "schema_version": 1,
-        "nodes": 2,
-        "bus_bandwidth_gibps": measured,
-        "threshold": {"min_bus_bandwidth_gibps": 93.13, "fraction": 0.25,
-                      "efa_gbps_per_instance": 3200},
-        "verdict": {"passed": passed, "failures": [{"message": m} for m in failures]},
-    })
 
 
 def test_first_poll_after_the_nodes_pass_submits_one_job_marker_first(monkeypatch):

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from tests.gate_fakes import (
-    BUCKET, PREFIX, RESERVATION, T0, Aws, body, nodes_report, poll, properties, report,
+    BUCKET, PREFIX, REQUEST_ID, RESERVATION, T0, Aws, body, nodes_report, poll, properties, report,
 )
 from trn_constructs.validation.handler import index
 
@@ -38,6 +38,8 @@ def test_all_nodes_pass(monkeypatch):
         "Summary": "2/2 nodes passed the burn-in (policy 100%); "
         "median chip throughput 76.3% of peak. Cluster all-reduce not run: clusterTest is false",
         "ReportLocation": f"s3://{BUCKET}/{PREFIX}",
+        "PassedNodes": "2",
+        "RunId": index.run_id(REQUEST_ID),
     }
 
 

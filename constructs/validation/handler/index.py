@@ -12,19 +12,25 @@ same rule applies, so a policy below 1.0 can still hand over a cluster with a st
 reports of instances gone since the gate started (ParallelCluster replaces a node that fails its
 bootstrap) are named in the summary; their replacements are what counts.
 
-Stage 2, the cluster (when ``ClusterTest`` is given and 2+ nodes passed): it submits one Slurm job
-on the head node, through SSM Run Command, that runs ``nccom-test`` all-reduce across the passed
-nodes and writes its verdict to S3; the gate then waits for that verdict. The stage's objects live
-under ``<ClusterTest.Prefix><RequestId>/``: ``launch.json`` is created (a conditional write only
-one poll can win) *before* the job is submitted, so neither a retried nor an overlapping poll
-submits a second job, and ``result.json`` is the node's verdict.
-Stage 1 ends ``ReserveSeconds`` before the deadline so stage 2 always has that long.
+Stage 2, the cluster all-reduce (``nccom-test`` across the passed nodes), comes in two forms.
+
+- Slurm (``ClusterTest`` given, 2+ nodes passed): the gate submits one Slurm job on the head node,
+  through SSM Run Command, and waits for the verdict it writes to S3. The stage's objects live under
+  ``<ClusterTest.Prefix><RequestId>/``: ``launch.json`` is created (a conditional write only one
+  poll can win) *before* the job is submitted, so neither a retried nor an overlapping poll submits
+  a second job, and ``result.json`` is the node's verdict. Stage 1 ends ``ReserveSeconds`` before
+  the deadline so stage 2 always has that long.
+- Kubernetes (``ClusterTestRunsNext``): stage 1 completes with ``PassedNodes`` and a ``RunId``; the
+  stack then applies a Job of that many pods, and a second resource of this type
+  (``Stage: cluster-test``) waits for the ``result.json`` the Job's first pod writes under
+  ``RunPrefix``. Its deadline is its own ``TimeoutSeconds``.
 
 The gate never stops, deletes or buys anything; its only action is that one Slurm job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -44,6 +50,9 @@ JOB_ENVIRONMENT = (
 MAX_REASONS_PER_NODE = 3
 # trn_burnin.publish names each report <instance id>-<UTC timestamp>.json under the prefix.
 REPORT_KEY = re.compile(r"(?P<instance>i-[0-9a-f]+)-[^/]+\.json")
+CLUSTER_TEST_STAGE = "cluster-test"
+NOT_ENOUGH_NODES = "Cluster all-reduce not run: it needs 2+ nodes"
+RUN_ID_LENGTH = 12  # hex digits: part of a Kubernetes Job name, unique per deployment request
 
 
 def client(service: str) -> Any:
@@ -122,6 +131,50 @@ class ClusterTest:
 
 
 @dataclass(frozen=True)
+class KubernetesClusterTest:
+    """Stage 2 as its own resource: the Job the stack applied writes its verdict under a run prefix."""
+
+    bucket: str
+    run_prefix: str
+    result_name: str
+    hosts_dir: str
+    launcher_key_name: str
+    nodes: int
+    job_name: str
+    namespace: str
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> "KubernetesClusterTest":
+        return cls(
+            bucket=props["ReportsBucket"],
+            run_prefix=props["RunPrefix"],
+            result_name=props["ResultName"],
+            hosts_dir=props["HostsDir"],
+            launcher_key_name=props["LauncherKeyName"],
+            nodes=int(props["Nodes"]),
+            job_name=props["JobName"],
+            namespace=props["Namespace"],
+        )
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.run_prefix}{name}"
+
+    def progress(self, present: set[str]) -> str:
+        """Which pods got as far as the rendezvous, for a message at the deadline."""
+        hosts = self.run_prefix + self.hosts_dir
+        registered = sorted(
+            int(match[1])
+            for key in present
+            if (match := re.fullmatch(re.escape(hosts) + r"(\d+)\.json", key))
+        )
+        launcher = "published" if self.run_prefix + self.launcher_key_name in present else "did not publish"
+        return (
+            f"pod 0 {launcher} its SSH key; {len(registered)} of {self.nodes - 1} other pods "
+            f"registered ({', '.join(map(str, registered)) or 'none'})"
+        )
+
+
+@dataclass(frozen=True)
 class NodeOutcome:
     instance_id: str
     passed: bool
@@ -133,13 +186,18 @@ class NodeOutcome:
 
 
 def on_event(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
-    request = event["RequestType"]
-    settings = GateSettings.from_properties(event["ResourceProperties"])
-    physical_id = event.get("PhysicalResourceId") or f"handover-gate-{settings.reservation_id}"
+    request, props = event["RequestType"], event["ResourceProperties"]
+    if props.get("Stage") == CLUSTER_TEST_STAGE:
+        physical_id, waiting = "handover-cluster-test", f"the cluster all-reduce in {props.get('RunPrefix')}"
+    else:
+        settings = GateSettings.from_properties(props)
+        physical_id = f"handover-gate-{settings.reservation_id}"
+        waiting = f"{settings.expected_nodes} burn-in reports in {settings.location}"
+    physical_id = event.get("PhysicalResourceId") or physical_id
     if request == "Delete":
         return {"PhysicalResourceId": physical_id}
-    deadline = now() + timedelta(seconds=settings.timeout_seconds)
-    print(f"{request}: waiting for {settings.expected_nodes} burn-in reports in {settings.location}")
+    deadline = now() + timedelta(seconds=int(props["TimeoutSeconds"]))
+    print(f"{request}: waiting for {waiting}")
     return {"PhysicalResourceId": physical_id, "Data": {"Deadline": deadline.isoformat()}}
 
 
@@ -147,6 +205,11 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
     if event["RequestType"] == "Delete":
         return {"IsComplete": True}
     props = event["ResourceProperties"]
+    if props.get("Stage") == CLUSTER_TEST_STAGE:
+        return kubernetes_cluster_stage(
+            KubernetesClusterTest.from_properties(props),
+            datetime.fromisoformat(event["Data"]["Deadline"]),
+        )
     settings = GateSettings.from_properties(props)
     cluster_test = ClusterTest.from_properties(props)
     deadline = datetime.fromisoformat(event["Data"]["Deadline"])
@@ -165,20 +228,31 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
     for instance_id in missing:
         outcomes[instance_id] = NodeOutcome(instance_id, False, ("no report before the deadline",))
     summary, passed = decide(settings, list(outcomes.values()), len(instances), replaced)
+    run = {"PassedNodes": str(passed), "RunId": run_id(event["RequestId"])}
+    if props.get("ClusterTestRunsNext") == "true":
+        return complete(settings, summary, run)
     if cluster_test is None:
         reason = props.get("ClusterTestSkipped", "not configured")
-        return complete(settings, f"{summary}. Cluster all-reduce not run: {reason}")
+        return complete(settings, f"{summary}. Cluster all-reduce not run: {reason}", run)
     if passed < 2:
-        return complete(settings, f"{summary}. Cluster all-reduce not run: it needs 2+ nodes")
+        return complete(settings, f"{summary}. {NOT_ENOUGH_NODES}", run)
     verdict = cluster_stage(settings, cluster_test, event["RequestId"], passed, deadline)
     if verdict is None:
         return {"IsComplete": False}
-    return complete(settings, f"{summary}. {verdict}")
+    return complete(settings, f"{summary}. {verdict}", run)
 
 
-def complete(settings: GateSettings, summary: str) -> dict[str, Any]:
+def run_id(request_id: str) -> str:
+    """Names this deployment request's cluster test (a Kubernetes Job, an S3 folder)."""
+    return hashlib.sha256(request_id.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+def complete(settings: GateSettings, summary: str, run: dict[str, str]) -> dict[str, Any]:
     print(summary)
-    return {"IsComplete": True, "Data": {"Summary": summary, "ReportLocation": settings.location}}
+    return {
+        "IsComplete": True,
+        "Data": {"Summary": summary, "ReportLocation": settings.location, **run},
+    }
 
 
 def running_instances(reservation_id: str) -> set[str]:
@@ -313,6 +387,29 @@ def cluster_stage(
         )
     print(f"cluster all-reduce across {nodes} nodes running; waiting until {deadline.isoformat()}")
     return None
+
+
+def kubernetes_cluster_stage(test: KubernetesClusterTest, deadline: datetime) -> dict[str, Any]:
+    """Stage 2 on Kubernetes: the verdict of the Job's first pod, or why there is none."""
+    if test.nodes < 2:
+        verdict = NOT_ENOUGH_NODES
+    else:
+        s3 = client("s3")
+        present = listed_keys(s3, test.bucket, test.run_prefix)
+        result_key = test.run_prefix + test.result_name
+        if result_key not in present:
+            if now() < deadline:
+                print(f"cluster all-reduce: {test.progress(present)}; waiting until {deadline.isoformat()}")
+                return {"IsComplete": False}
+            raise GateFailed(
+                f"Cluster test gave no result before the deadline: Job {test.job_name} did not "
+                f"write {test.uri(test.result_name)}; {test.progress(present)} (check "
+                f"kubectl -n {test.namespace} get pods -l job-name={test.job_name} and the logs "
+                f"of its pods)"
+            )
+        verdict = judge_cluster_result(read_object(s3, test.bucket, result_key), test.uri(test.result_name))
+    print(verdict)
+    return {"IsComplete": True, "Data": {"Summary": verdict}}
 
 
 def submit_cluster_test(
