@@ -23,7 +23,7 @@ from trn_constructs.slurm.cluster_config import CustomAction
 from trn_constructs.slurm.cluster_config import cluster_name as slurm_cluster_name
 from trn_constructs.storage import SharedFileSystem
 from trn_constructs.validation import BurnInArtifacts, HandoverGate, SlurmClusterTest
-from trn_constructs.validation.eks import EksBurnIn
+from trn_constructs.validation.eks import EksBurnIn, EksClusterTest
 
 DRY_RUN_NOTE = (
     "DRY RUN: this deployment buys nothing and holds no cluster (no network, storage, "
@@ -137,6 +137,19 @@ class TrnClusterStack(KitStack):
             log_retention=config.log_retention,
             **self._cluster_test(config),
         )
+        if config.orchestrator == "eks" and self._runs_cluster_test(config):
+            cluster_test = EksClusterTest(
+                self,
+                "EksClusterTest",
+                cluster=self.orchestrator.cluster,
+                artifacts=self.burn_in,
+                capacity=self.capacity,
+                burn_in=config.burn_in,
+                passed_nodes=self.gate.passed_nodes,
+                run_id=self.gate.run_id,
+                after=[trainium_nodes],
+            )
+            self.gate.wait_for_cluster_test(cluster_test.job)
         self.operations = Operations(
             self,
             "Operations",
@@ -221,19 +234,19 @@ class TrnClusterStack(KitStack):
             return "clusterTest is false"
         if self.capacity.instance_count < 2:
             return "a single node has no inter-node path to test"
-        if config.orchestrator == "eks":
-            # nccom-test spans nodes through MPI or Slurm only; EKS would need an MPI launcher.
-            return "EKS has no multi-node nccom-test launcher in this kit"
         return None
 
     def _runs_cluster_test(self, config: ClusterConfig) -> bool:
         return self._cluster_test_skipped(config) is None
 
     def _cluster_test(self, config: ClusterConfig) -> dict[str, Any]:
-        """The gate's second stage where it can run, else the reason it does not."""
+        """The gate's second stage where it can run, else the reason it does not. On EKS the
+        stack applies the all-reduce's Job once the first stage has counted the passed nodes."""
         skipped = self._cluster_test_skipped(config)
         if skipped:
             return {"cluster_test_skipped": skipped}
+        if config.orchestrator == "eks":
+            return {"cluster_test_follows": True}
         return {
             "cluster_test": SlurmClusterTest(
                 head_node_instance_id=self.orchestrator.head_node_instance_id,
@@ -274,8 +287,8 @@ class TrnClusterStack(KitStack):
             "FileSystemMountName": (self.storage.mount_name, "FSx for Lustre mount name"),
             "BurnInSummary": (
                 self.gate.summary,
-                "Handover: how many Trainium nodes passed the burn-in and the median chip "
-                "throughput as a share of peak",
+                "Handover: how many Trainium nodes passed the burn-in, the median chip "
+                "throughput as a share of peak, and the cluster all-reduce's bus bandwidth",
             ),
             "BurnInReports": (self.gate.report_location, "Per-node burn-in reports (JSON)"),
             "FileSystemRemovalPolicy": (

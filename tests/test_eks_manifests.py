@@ -18,6 +18,9 @@ TOKEN_VALUES = {
     "Ref": "fs-0123456789abcdef0",
     "DNSName": "fs-0123456789abcdef0.fsx.us-east-2.amazonaws.com",
     "LustreMountName": "abcdef12",
+    # The handover gate's first stage: how many nodes passed, and the run's name.
+    "PassedNodes": "4",
+    "RunId": "0123456789ab",
 }
 
 
@@ -72,8 +75,8 @@ def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_versio
             assert used == version
             kinds.append(manifest["kind"])
     assert sorted(kinds) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Namespace",
-        "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Job", "Namespace",
+        "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount", "ServiceAccount",
     ]
 
 

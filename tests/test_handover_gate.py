@@ -11,8 +11,11 @@ from tests.conftest import synth
 from tests.test_eks_manifests import applied_manifests
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
+from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME
 from trn_constructs.validation import CLUSTER_TEST_PREFIX, NODE_LAUNCHER, REPORTS_PREFIX
-from trn_constructs.validation.eks import BURN_IN_IMAGE, NAMESPACE, SERVICE_ACCOUNT
+from trn_constructs.validation.eks import (
+    BURN_IN_IMAGE, CLUSTER_TEST_IMAGE, CLUSTER_TEST_SERVICE_ACCOUNT, NAMESPACE, SERVICE_ACCOUNT,
+)
 from trn_constructs.validation.node import trn_burnin_bootstrap as bootstrap
 
 
@@ -26,11 +29,13 @@ def slurm():
     return synth(orchestrator="slurm", burnInMinHealthyFraction=0.75, burnInTimeoutMinutes=30)
 
 
-def gate_of(synthesized) -> tuple[str, dict]:
+def gate_of(synthesized, stage: str | None = None) -> tuple[str, dict]:
+    """The gate resource of ``stage`` (None: the first, which judges the nodes)."""
     (found,) = [
         (name, resource)
         for name, resource in synthesized.template_json["Resources"].items()
         if resource["Type"] == "Custom::TrnBurnInGate"
+        and resource["Properties"].get("Stage") == stage
     ]
     return found
 
@@ -132,7 +137,7 @@ def test_gate_may_send_commands_only_to_the_head_node_and_only_run_shell(slurm):
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"orchestrator": "eks"}, "EKS has no multi-node nccom-test launcher in this kit"),
+        ({"orchestrator": "eks", "clusterTest": "false"}, "clusterTest is false"),
         ({"orchestrator": "slurm", "clusterTest": "false"}, "clusterTest is false"),
         (
             {"orchestrator": "slurm", "instanceType": "trn2.48xlarge", "instanceCount": 1},
@@ -141,9 +146,15 @@ def test_gate_may_send_commands_only_to_the_head_node_and_only_run_shell(slurm):
     ],
 )
 def test_gate_says_why_the_cluster_test_does_not_run(overrides, reason):
-    _, gate = gate_of(synth(**overrides))
+    synthesized = synth(**overrides)
+    _, gate = gate_of(synthesized)
     assert gate["Properties"]["ClusterTestSkipped"] == reason
     assert "ClusterTest" not in gate["Properties"]
+    assert "ClusterTestRunsNext" not in gate["Properties"]
+    # Nothing else runs the all-reduce: no second gate resource, no Job.
+    assert len(synthesized.template.find_resources("Custom::TrnBurnInGate")) == 1
+    assert not [m for m, _ in applied_manifests(synthesized.template_json)
+                if any(part["kind"] == "Job" for part in m)]
 
 
 def test_slurm_nodes_drain_themselves_on_failure(slurm):
@@ -314,3 +325,101 @@ def test_bootstrap_passes_the_burn_in_exit_code_through(monkeypatch, tmp_path):
     ])
     assert code == 1
     assert seen == {"reports": "s3://reports/burn-in/", "args": ["--instance-type", "trn2.48xlarge"]}
+
+
+# -- the cluster all-reduce on EKS ---------------------------------------------------------------
+def cluster_test_job(eks) -> tuple[dict, list[dict]]:
+    ((manifests, tokens),) = [
+        (m, t) for m, t in applied_manifests(eks.template_json) if any(p["kind"] == "Job" for p in m)
+    ]
+    (job,) = [m for m in manifests if m["kind"] == "Job"]
+    return job, tokens
+
+
+def test_eks_first_stage_hands_the_all_reduce_to_the_stack(eks):
+    _, gate = gate_of(eks)
+    assert gate["Properties"]["ClusterTestRunsNext"] == "true"
+    assert "ClusterTestSkipped" not in gate["Properties"]
+    assert "ClusterTest" not in gate["Properties"]
+    # Stage 1 has the whole burn-in budget: the all-reduce has a resource (and deadline) of its own.
+    assert gate["Properties"]["TimeoutSeconds"] == "2700"
+
+
+def test_eks_job_runs_one_pod_per_passed_node_with_every_device(eks):
+    gate, _ = gate_of(eks)
+    job, tokens = cluster_test_job(eks)
+    assert {"Fn::GetAtt": [gate, "PassedNodes"]} in tokens
+    assert {"Fn::GetAtt": [gate, "RunId"]} in tokens
+    spec = job["spec"]
+    assert job["metadata"]["name"] == "trn-kit-allreduce-0123456789ab"
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 4, 4)
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 1500)
+    pod = spec["template"]["spec"]
+    assert pod["nodeSelector"] == {"trn-kit/instance-type": "trn3.48xlarge", bootstrap.LABEL_KEY: "passed"}
+    assert "tolerations" not in pod  # a node still under the burn-in taint is not a candidate
+    (anti_affinity,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti_affinity["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["serviceAccountName"] == CLUSTER_TEST_SERVICE_ACCOUNT
+    (container,) = pod["containers"]
+    assert container["image"] == CLUSTER_TEST_IMAGE
+    assert container["resources"]["limits"] == {"aws.amazon.com/neuron": "16", "vpc.amazonaws.com/efa": "16"}
+    assert {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]} == {
+        "INDEX": "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+        "POD_IP": "status.podIP",
+    }
+
+
+def test_eks_pods_fetch_the_package_then_meet_in_the_runs_folder(eks):
+    job, _ = cluster_test_job(eks)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert container["command"] == ["python3", "/opt/trn-kit-bootstrap/trn_burnin_bootstrap.py"]
+    assert args[args.index("--") - 1] == "--cluster-test"
+    run = args[args.index("--") + 1:]
+    overrides = {"trn3-gen1": {
+        "instance_type": "trn3.48xlarge", "ultraserver_type": "u-trn3x64", "efa_network_cards": 16,
+    }}
+    assert run == [
+        "--nodes", "4",
+        "--rendezvous", f"s3://fs-0123456789abcdef0/{CLUSTER_TEST_PREFIX}0123456789ab/",
+        "--index", "$(INDEX)", "--pod-ip", "$(POD_IP)",
+        "--instance-type", "trn3.48xlarge", "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
+        "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
+    ]
+
+
+def test_eks_second_stage_waits_for_the_jobs_result(eks):
+    gate, _ = gate_of(eks)
+    name, stage = gate_of(eks, "cluster-test")
+    properties = stage["Properties"]
+    assert properties["RunPrefix"] == {
+        "Fn::Join": ["", [CLUSTER_TEST_PREFIX, {"Fn::GetAtt": [gate, "RunId"]}, "/"]]
+    }
+    assert properties["Nodes"] == {"Fn::GetAtt": [gate, "PassedNodes"]}
+    assert (properties["ResultName"], properties["HostsDir"], properties["LauncherKeyName"]) == (
+        RESULT_NAME, HOSTS_DIR, LAUNCHER_KEY_NAME)
+    assert (properties["Namespace"], properties["TimeoutSeconds"]) == (NAMESPACE, "1500")
+    assert 1500 < int(properties["ServiceTimeout"]) <= 3600
+    (job_manifest,) = [d for d in stage["DependsOn"] if d.startswith("EksClustermanifestClusterTest")]
+    manifest = eks.template_json["Resources"][job_manifest]
+    assert any(d.startswith("EksClustermanifestBurnIn") for d in manifest["DependsOn"])
+    # The summary ends with the all-reduce's verdict.
+    assert eks.template_json["Outputs"]["BurnInSummary"]["Value"] == {
+        "Fn::Join": [". ", [{"Fn::GetAtt": [gate, "Summary"]}, {"Fn::GetAtt": [name, "Summary"]}]]
+    }
+
+
+def test_eks_all_reduce_pods_may_only_read_the_package_and_use_their_folder(eks):
+    eks.template.has_resource_properties(
+        "AWS::EKS::PodIdentityAssociation",
+        {"Namespace": NAMESPACE, "ServiceAccount": CLUSTER_TEST_SERVICE_ACCOUNT},
+    )
+    (policy,) = [
+        p for p in eks.template.find_resources("AWS::IAM::Policy").values()
+        if p["Properties"]["PolicyName"].startswith("EksClusterTestPodRole")
+    ]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "s3:ListBucket"]
+    assert statements[2]["Condition"] == {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}}
+    written = [part for part in statements[1]["Resource"]["Fn::Join"][1] if isinstance(part, str)]
+    assert written[-1] == f"/{CLUSTER_TEST_PREFIX}*"

@@ -2,8 +2,9 @@
 
 ``BurnInArtifacts`` holds what nodes need (the packaged ``trn_burnin``, a bootstrap script, a
 reports bucket, the exact permissions); ``HandoverGate`` is the custom resource that makes the
-deploy wait for every node's report and fail with the failed nodes named, then (on Slurm) run
-the cluster-level all-reduce across the passed nodes and wait for its verdict.
+deploy wait for every node's report and fail with the failed nodes named, then wait for the
+cluster-level all-reduce across the passed nodes: on Slurm it submits that job itself; on EKS the
+stack applies a Job sized by the gate's first stage and a second gate resource waits for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import CustomResource, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -22,6 +23,7 @@ from constructs import Construct, IConstruct
 
 from trn_burnin.catalog import OVERRIDABLE_FIELDS
 from trn_burnin.publish import DEFAULT_NAMESPACE
+from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
 from trn_constructs.findings import acknowledge, acknowledge_provider_framework, arn_finding
@@ -38,6 +40,9 @@ NODE_LAUNCHER = "/opt/trn-kit/bin/trn-burnin"
 # Slurm scheduling, NEFF generation and three message sizes take a few minutes.
 CLUSTER_TEST_RESERVE = Duration.minutes(10)
 CLUSTER_TEST_JOB_MINUTES = 8
+# EKS: the Job's pods first pull the Neuron training image (several GB), then meet through S3
+# (trn_burnin.rendezvous waits up to 10 minutes) before the same 6-minute nccom-test.
+CLUSTER_TEST_POD_WAIT = Duration.minutes(25)
 # Custom resource waits are capped by CloudFormation at one hour; keep the gate's own deadline
 # inside that so its message ("no report from i-...") wins over a generic timeout.
 GATE_MARGIN = Duration.minutes(4)
@@ -108,6 +113,29 @@ class BurnInArtifacts(Construct):
             ),
         ]
 
+    def cluster_test_statements(self) -> list[iam.PolicyStatement]:
+        """The cluster all-reduce's pods: read the package and bootstrap; meet, and leave the
+        result, under the cluster-test prefix; nothing more."""
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    *(asset.bucket.arn_for_objects(asset.s3_object_key)
+                      for asset in (self.package, self.bootstrap)),
+                    self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*"),
+                ],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{self.cluster_test_prefix}*"]}},
+            ),
+        ]
+
     def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
         acknowledge(
             policy,
@@ -145,6 +173,18 @@ class BurnInArtifacts(Construct):
         ]  # fmt: skip
 
 
+def cluster_test_arguments(
+    capacity: CapacityTarget, burn_in: BurnInConfig, region: str
+) -> list[str]:
+    """``trn_burnin cluster-test`` arguments both orchestrators share: what the nodes are and the
+    bandwidth floor."""
+    return [
+        *catalog_arguments(capacity),
+        "--min-bus-bandwidth-fraction", str(burn_in.cluster_test_min_bus_bandwidth_fraction),
+        "--region", region,
+    ]  # fmt: skip
+
+
 def catalog_arguments(capacity: CapacityTarget) -> list[str]:
     """The node's instance type and the catalog overrides the stack used."""
     spec = capacity.instance
@@ -165,18 +205,32 @@ class SlurmClusterTest:
     partition: str
 
 
+@dataclass(frozen=True)
+class ClusterTestJob:
+    """A cluster all-reduce the stack started (an EKS Job): what the gate waits for."""
+
+    resource: IConstruct  # applies the Job; the gate's second stage waits for it
+    run_prefix: str  # in the reports bucket: the rendezvous folder and result of this run
+    job_name: str
+    namespace: str
+
+
 class HandoverGate(Construct):
     """Completes only when every Trainium node has passed the burn-in (per minHealthyFraction).
 
     It depends on whatever brings the nodes up, so it starts waiting once they exist; it reads S3
     and EC2 and never changes, deletes or buys anything. With ``cluster_test`` it then submits
     one Slurm job (SSM Run Command on the head node) that runs the nccom-test all-reduce across
-    the passed nodes, and waits for its verdict.
+    the passed nodes, and waits for its verdict. With ``cluster_test_follows`` it hands the
+    number of passed nodes and a run id to whatever runs the all-reduce (``passed_nodes``,
+    ``run_id``), and ``wait_for_cluster_test`` adds the second resource that waits for it.
 
     Attributes:
         summary: one line, e.g. "4/4 nodes passed the burn-in (policy 100%); median chip
-            throughput 91.2% of peak".
+            throughput 91.2% of peak. Cluster all-reduce across 4 nodes: ...".
         report_location: s3:// prefix of the node reports.
+        passed_nodes, run_id: deploy-time values of the first stage, for a cluster test that
+            follows it.
     """
 
     def __init__(
@@ -190,9 +244,11 @@ class HandoverGate(Construct):
         nodes: IConstruct,
         log_retention: logs.RetentionDays,
         cluster_test: SlurmClusterTest | None = None,
+        cluster_test_follows: bool = False,
         cluster_test_skipped: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._artifacts = artifacts
         code = handler_code(HERE / "handler")
         on_event, is_complete = (
             handler_function(
@@ -242,18 +298,44 @@ class HandoverGate(Construct):
         if cluster_test:
             self._allow_cluster_test(is_complete, artifacts, cluster_test)
         wait = Duration.minutes(burn_in.timeout_minutes)
-        provider = cr.Provider(
+        self._provider = cr.Provider(
             self,
             "Provider",
             on_event_handler=on_event,
             is_complete_handler=is_complete,
             query_interval=GATE_POLL_INTERVAL,
-            total_timeout=wait.plus(GATE_MARGIN),
+            # Each resource keeps its own, shorter deadline (TimeoutSeconds).
+            total_timeout=Duration.minutes(
+                max(burn_in.timeout_minutes, CLUSTER_TEST_POD_WAIT.to_minutes())
+            ).plus(GATE_MARGIN),
         )
-        gate = CustomResource(
-            self,
+        gate = self._wait(
             "Resource",
-            service_token=provider.service_token,
+            wait,
+            {
+                "ReportsBucket": artifacts.bucket.bucket_name,
+                "ReportsPrefix": artifacts.reports_prefix,
+                "CapacityReservationId": capacity.reservation_id,
+                "ExpectedNodes": str(capacity.instance_count),
+                "MinHealthyFraction": str(burn_in.min_healthy_fraction),
+                **self._stage_two_properties(
+                    artifacts, capacity, burn_in, cluster_test, cluster_test_follows,
+                    cluster_test_skipped,
+                ),
+            },
+        )
+        gate.node.add_dependency(nodes)
+        self.summary = gate.get_att_string("Summary")
+        self.report_location = gate.get_att_string("ReportLocation")
+        self.passed_nodes = gate.get_att_string("PassedNodes")
+        self.run_id = gate.get_att_string("RunId")
+        acknowledge_provider_framework(self._provider, (on_event, is_complete))
+
+    def _wait(self, construct_id: str, wait: Duration, properties: dict) -> CustomResource:
+        return CustomResource(
+            self,
+            construct_id,
+            service_token=self._provider.service_token,
             resource_type="Custom::TrnBurnInGate",
             # Long enough for the Provider to report its own timeout, within CloudFormation's cap.
             service_timeout=Duration.seconds(
@@ -262,26 +344,46 @@ class HandoverGate(Construct):
                     wait.plus(GATE_MARGIN).plus(GATE_MARGIN).to_seconds(),
                 )
             ),
-            properties={
-                "ReportsBucket": artifacts.bucket.bucket_name,
-                "ReportsPrefix": artifacts.reports_prefix,
-                "CapacityReservationId": capacity.reservation_id,
-                "ExpectedNodes": str(capacity.instance_count),
-                "MinHealthyFraction": str(burn_in.min_healthy_fraction),
-                "TimeoutSeconds": str(burn_in.timeout_minutes * 60),
-                **(
-                    {"ClusterTest": self._cluster_test_properties(
-                        artifacts, capacity, burn_in, cluster_test
-                    )}
-                    if cluster_test
-                    else {"ClusterTestSkipped": cluster_test_skipped or "not configured"}
-                ),
+            properties={**properties, "TimeoutSeconds": str(int(wait.to_seconds()))},
+        )
+
+    def wait_for_cluster_test(self, job: ClusterTestJob) -> None:
+        """The second stage as its own resource: wait for the result ``job`` writes, after it is
+        applied; the summary then ends with its verdict."""
+        stage = self._wait(
+            "ClusterTest",
+            CLUSTER_TEST_POD_WAIT,
+            {
+                "Stage": "cluster-test",
+                "ReportsBucket": self._artifacts.bucket.bucket_name,
+                "RunPrefix": job.run_prefix,
+                "ResultName": RESULT_NAME,
+                "HostsDir": HOSTS_DIR,
+                "LauncherKeyName": LAUNCHER_KEY_NAME,
+                "Nodes": self.passed_nodes,
+                "JobName": job.job_name,
+                "Namespace": job.namespace,
             },
         )
-        gate.node.add_dependency(nodes)
-        self.summary = gate.get_att_string("Summary")
-        self.report_location = gate.get_att_string("ReportLocation")
-        acknowledge_provider_framework(provider, (on_event, is_complete))
+        stage.node.add_dependency(job.resource)
+        self.summary = Fn.join(". ", [self.summary, stage.get_att_string("Summary")])
+
+    def _stage_two_properties(
+        self,
+        artifacts: BurnInArtifacts,
+        capacity: CapacityTarget,
+        burn_in: BurnInConfig,
+        cluster_test: SlurmClusterTest | None,
+        follows: bool,
+        skipped: str | None,
+    ) -> dict[str, object]:
+        if cluster_test:
+            return {"ClusterTest": self._cluster_test_properties(
+                artifacts, capacity, burn_in, cluster_test
+            )}  # fmt: skip
+        if follows:
+            return {"ClusterTestRunsNext": "true"}
+        return {"ClusterTestSkipped": skipped or "not configured"}
 
     @staticmethod
     def _cluster_test_properties(
@@ -290,16 +392,13 @@ class HandoverGate(Construct):
         burn_in: BurnInConfig,
         cluster_test: SlurmClusterTest,
     ) -> dict[str, object]:
-        fraction = burn_in.cluster_test_min_bus_bandwidth_fraction
         return {
             "HeadNodeInstanceId": cluster_test.head_node_instance_id,
             "Partition": cluster_test.partition,
             "Command": [
                 NODE_LAUNCHER, "cluster-test",
-                *catalog_arguments(capacity),
-                "--min-bus-bandwidth-fraction", str(fraction),
-                "--region", Stack.of(artifacts).region,
-            ],  # fmt: skip
+                *cluster_test_arguments(capacity, burn_in, Stack.of(artifacts).region),
+            ],
             "Prefix": artifacts.cluster_test_prefix,
             "ReserveSeconds": str(int(CLUSTER_TEST_RESERVE.to_seconds())),
             "JobMinutes": str(CLUSTER_TEST_JOB_MINUTES),

@@ -1,10 +1,12 @@
 """The burn-in on EKS: one pod per Trainium node, holding all its Neuron devices, that records the
-verdict on the Node and lifts the burn-in taint only where the node passed."""
+verdict on the Node and lifts the burn-in taint only where the node passed; then the cluster
+all-reduce, one Job across the nodes that passed."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from aws_cdk import Stack, Token
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
@@ -12,7 +14,14 @@ from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
 from trn_constructs.eks.orchestrator import associate, pod_identity_role
 from trn_constructs.eks.scheduling import BURN_IN_TOLERATION, LABEL_PREFIX
-from trn_constructs.validation import BOOTSTRAP_SCRIPT, BurnInArtifacts
+from trn_constructs.findings import acknowledge, arn_finding
+from trn_constructs.validation import (
+    BOOTSTRAP_SCRIPT,
+    CLUSTER_TEST_POD_WAIT,
+    BurnInArtifacts,
+    ClusterTestJob,
+    cluster_test_arguments,
+)
 
 NAMESPACE = "trn-kit-burn-in"
 SERVICE_ACCOUNT = "burn-in"
@@ -23,6 +32,19 @@ VERDICT_LABEL = LABEL_PREFIX + "burn-in"
 # aws-neuronx-tools (neuron-ls), built for trn1/trn2/trn3; no image build at deploy time.
 BURN_IN_IMAGE = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.31.1-ubuntu24.04"
 BOOTSTRAP_MOUNT = "/opt/trn-kit-bootstrap"
+BOOTSTRAP_CONFIG_MAP = "trn-kit-burn-in-bootstrap"
+# The all-reduce needs what the inference image lacks: nccom-test reaches the other pods over SSH,
+# so it runs in the newest Neuron *training* container (Open MPI, openssh-server, nccom-test).
+CLUSTER_TEST_IMAGE = (
+    "public.ecr.aws/neuron/pytorch-training-neuronx:2.9.0-neuronx-py312-sdk2.30.0-ubuntu24.04"
+)
+CLUSTER_TEST_SERVICE_ACCOUNT = "cluster-test"
+CLUSTER_TEST_JOB_PREFIX = "trn-kit-allreduce-"
+CLUSTER_TEST_LABELS = {"app.kubernetes.io/name": "trn-kit-cluster-test"}
+
+
+BOOTSTRAP_VOLUME = {"name": "bootstrap", "configMap": {"name": BOOTSTRAP_CONFIG_MAP}}
+BOOTSTRAP_VOLUME_MOUNT = {"name": "bootstrap", "mountPath": BOOTSTRAP_MOUNT}
 
 
 def burn_in_manifests(
@@ -65,7 +87,7 @@ def burn_in_manifests(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": "trn-kit-burn-in-bootstrap", "namespace": NAMESPACE},
+            "metadata": {"name": BOOTSTRAP_CONFIG_MAP, "namespace": NAMESPACE},
             "data": {BOOTSTRAP_SCRIPT.name: bootstrap_source},
         },
         {
@@ -115,12 +137,9 @@ def burn_in_manifests(
                                 "capabilities": {"add": ["SYSLOG"]},
                                 "allowPrivilegeEscalation": False,
                             },
-                            "volumeMounts": [{"name": "bootstrap", "mountPath": BOOTSTRAP_MOUNT}],
+                            "volumeMounts": [BOOTSTRAP_VOLUME_MOUNT],
                         }],
-                        "volumes": [{
-                            "name": "bootstrap",
-                            "configMap": {"name": "trn-kit-burn-in-bootstrap"},
-                        }],
+                        "volumes": [BOOTSTRAP_VOLUME],
                     },
                 },
             },
@@ -164,3 +183,137 @@ class EksBurnIn(Construct):
         )
         # Pods start only once they can get credentials and their devices are advertised.
         self.manifest.node.add_dependency(association, *after)
+
+
+def cluster_test_manifests(
+    *, job_name: str, nodes: str, bootstrap_arguments: list[str], capacity: CapacityTarget
+) -> list[dict[str, Any]]:
+    """The service account and an Indexed Job of ``nodes`` pods (a deploy-time number): one per
+    node that passed the burn-in, each holding all its Neuron and EFA devices. Pod 0 runs
+    nccom-test across the others (trn_burnin.rendezvous); the Job ends by itself either way."""
+    instance = capacity.instance
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": CLUSTER_TEST_SERVICE_ACCOUNT, "namespace": NAMESPACE},
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": job_name, "namespace": NAMESPACE, "labels": CLUSTER_TEST_LABELS},
+            "spec": {
+                "completionMode": "Indexed",
+                "completions": Token.as_number(nodes),
+                "parallelism": Token.as_number(nodes),
+                # One attempt: a failed pod means the verdict (or its absence) is already final.
+                "backoffLimit": 0,
+                # Never hold the devices past the gate's own deadline.
+                "activeDeadlineSeconds": int(CLUSTER_TEST_POD_WAIT.to_seconds()),
+                "template": {
+                    "metadata": {"labels": CLUSTER_TEST_LABELS},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "serviceAccountName": CLUSTER_TEST_SERVICE_ACCOUNT,
+                        # Only nodes that passed: the burn-in labels them and lifts their taint.
+                        "nodeSelector": {
+                            LABEL_PREFIX + "instance-type": capacity.instance_type,
+                            VERDICT_LABEL: "passed",
+                        },
+                        "affinity": {"podAntiAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                                "labelSelector": {"matchLabels": CLUSTER_TEST_LABELS},
+                                "topologyKey": "kubernetes.io/hostname",
+                            }]
+                        }},
+                        "containers": [{
+                            "name": "all-reduce",
+                            "image": CLUSTER_TEST_IMAGE,
+                            "command": ["python3", f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_SCRIPT.name}"],
+                            # Kubernetes expands $(INDEX) and $(POD_IP) from the env below.
+                            "args": bootstrap_arguments,
+                            "env": [
+                                {"name": "INDEX", "valueFrom": {"fieldRef": {"fieldPath": (
+                                    "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                                )}}},
+                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                            ],
+                            "resources": {"limits": {
+                                "aws.amazon.com/neuron": str(instance.chips_per_instance),
+                                # One EFA device per network card (the EFA-only interfaces).
+                                "vpc.amazonaws.com/efa": str(instance.efa_network_cards),
+                            }},
+                            # sshd needs no more than the default capabilities.
+                            "securityContext": {"allowPrivilegeEscalation": False},
+                            "volumeMounts": [BOOTSTRAP_VOLUME_MOUNT],
+                        }],
+                        "volumes": [BOOTSTRAP_VOLUME],
+                    },
+                },
+            },
+        },
+    ]  # fmt: skip
+
+
+class EksClusterTest(Construct):
+    """The cluster all-reduce on EKS, applied once the gate's first stage knows how many nodes
+    passed; the gate's second stage waits for its result.
+
+    Attributes:
+        job: what the gate waits for (HandoverGate.wait_for_cluster_test).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        artifacts: BurnInArtifacts,
+        capacity: CapacityTarget,
+        burn_in: BurnInConfig,
+        passed_nodes: str,
+        run_id: str,
+        after: list[Construct],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        role = pod_identity_role(
+            self, "PodRole", "Cluster all-reduce pods: read the burn-in package, meet and report in S3"
+        )
+        for statement in artifacts.cluster_test_statements():
+            role.add_to_policy(statement)
+        acknowledge(
+            role,
+            arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"),
+            "The pods of one run exchange an SSH public key and their addresses, and leave the "
+            "result, under a folder named per deployment request",
+        )
+        association = associate(
+            self, "PodIdentity", cluster, NAMESPACE, CLUSTER_TEST_SERVICE_ACCOUNT, role
+        )
+        region = Stack.of(self).region
+        run_prefix = f"{artifacts.cluster_test_prefix}{run_id}/"
+        job_name = CLUSTER_TEST_JOB_PREFIX + run_id
+        manifest = cluster.add_manifest(
+            "ClusterTest",
+            *cluster_test_manifests(
+                job_name=job_name,
+                nodes=passed_nodes,
+                bootstrap_arguments=[
+                    "--package", artifacts.package.s3_object_url,
+                    "--region", region,
+                    "--cluster-test",
+                    "--",
+                    "--nodes", passed_nodes,
+                    "--rendezvous", f"s3://{artifacts.bucket.bucket_name}/{run_prefix}",
+                    "--index", "$(INDEX)",
+                    "--pod-ip", "$(POD_IP)",
+                    *cluster_test_arguments(capacity, burn_in, region),
+                ],  # fmt: skip
+                capacity=capacity,
+            ),
+        )
+        manifest.node.add_dependency(association, *after)
+        self.job = ClusterTestJob(
+            resource=manifest, run_prefix=run_prefix, job_name=job_name, namespace=NAMESPACE
+        )
