@@ -154,9 +154,11 @@ class BurnInConfig:
 
     dtype: str
     duration_seconds: int
-    timeout_minutes: int  # the gate's wait, both stages; CloudFormation waits at most an hour
+    # The gate's wait for the nodes (with Slurm's cluster test inside it; EKS's has its own);
+    # CloudFormation waits at most an hour for one resource.
+    timeout_minutes: int
     min_healthy_fraction: float
-    # Second gate stage: nccom-test all-reduce across the passed nodes (Slurm, 2+ nodes).
+    # Second gate stage: nccom-test all-reduce across the passed nodes (2+ nodes).
     cluster_test: bool
     # Floor for its bus bandwidth, as a share of the catalog's EFA line rate per instance.
     cluster_test_min_bus_bandwidth_fraction: float
