@@ -23,7 +23,7 @@ from trn_constructs.slurm.cluster_config import CustomAction
 from trn_constructs.slurm.cluster_config import cluster_name as slurm_cluster_name
 from trn_constructs.storage import SharedFileSystem
 from trn_constructs.validation import BurnInArtifacts, HandoverGate, SlurmClusterTest
-from trn_constructs.validation.eks import EksBurnIn, EksClusterTest
+from trn_constructs.validation.eks import EksBurnIn, EksClusterTest, cluster_test_fingerprint
 
 DRY_RUN_NOTE = (
     "DRY RUN: this deployment buys nothing and holds no cluster (no network, storage, "
@@ -246,7 +246,9 @@ class TrnClusterStack(KitStack):
         if skipped:
             return {"cluster_test_skipped": skipped}
         if config.orchestrator == "eks":
-            return {"cluster_test_follows": True}
+            return {"cluster_test_follows": cluster_test_fingerprint(
+                self.burn_in, self.capacity, config.burn_in
+            )}  # fmt: skip
         return {
             "cluster_test": SlurmClusterTest(
                 head_node_instance_id=self.orchestrator.head_node_instance_id,

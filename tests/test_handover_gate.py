@@ -338,11 +338,29 @@ def cluster_test_job(eks) -> tuple[dict, list[dict]]:
 
 def test_eks_first_stage_hands_the_all_reduce_to_the_stack(eks):
     _, gate = gate_of(eks)
-    assert gate["Properties"]["ClusterTestRunsNext"] == "true"
+    assert gate["Properties"]["ClusterTestRunsNext"] == cluster_test_fingerprint_of(eks)
     assert "ClusterTestSkipped" not in gate["Properties"]
     assert "ClusterTest" not in gate["Properties"]
     # Stage 1 has the whole burn-in budget: the all-reduce has a resource (and deadline) of its own.
     assert gate["Properties"]["TimeoutSeconds"] == "2700"
+
+
+def cluster_test_fingerprint_of(synthesized) -> str:
+    _, gate = gate_of(synthesized)
+    return gate["Properties"]["ClusterTestRunsNext"]
+
+
+@pytest.mark.parametrize("change", [
+    {"clusterTestMinBusBandwidthFraction": 0.5},  # in the pods' arguments
+    {"instanceType": "trn2.48xlarge"},  # in the pods' node selector and device counts
+])
+def test_a_changed_job_runs_the_first_stage_again_under_a_new_name(eks, change):
+    # A Job's pod template is immutable: the first stage re-runs (new RunId, new Job) instead.
+    fingerprint = cluster_test_fingerprint_of(eks)
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    # Stable: a second synthesis (the default fraction, spelt out) gives the same fingerprint.
+    assert cluster_test_fingerprint_of(synth(orchestrator="eks", clusterTestMinBusBandwidthFraction=0.25)) == fingerprint
+    assert cluster_test_fingerprint_of(synth(orchestrator="eks", **change)) != fingerprint
 
 
 def test_eks_job_runs_one_pod_per_passed_node_with_every_device(eks):

@@ -221,9 +221,10 @@ class HandoverGate(Construct):
     It depends on whatever brings the nodes up, so it starts waiting once they exist; it reads S3
     and EC2 and never changes, deletes or buys anything. With ``cluster_test`` it then submits
     one Slurm job (SSM Run Command on the head node) that runs the nccom-test all-reduce across
-    the passed nodes, and waits for its verdict. With ``cluster_test_follows`` it hands the
-    number of passed nodes and a run id to whatever runs the all-reduce (``passed_nodes``,
-    ``run_id``), and ``wait_for_cluster_test`` adds the second resource that waits for it.
+    the passed nodes, and waits for its verdict. With ``cluster_test_follows`` (the fingerprint
+    of what runs the all-reduce; a change runs this stage again, naming a new run) it hands the
+    number of passed nodes and a run id to it (``passed_nodes``, ``run_id``), and
+    ``wait_for_cluster_test`` adds the second resource that waits for it.
 
     Attributes:
         summary: one line, e.g. "4/4 nodes passed the burn-in (policy 100%); median chip
@@ -244,7 +245,7 @@ class HandoverGate(Construct):
         nodes: IConstruct,
         log_retention: logs.RetentionDays,
         cluster_test: SlurmClusterTest | None = None,
-        cluster_test_follows: bool = False,
+        cluster_test_follows: str | None = None,
         cluster_test_skipped: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -374,7 +375,7 @@ class HandoverGate(Construct):
         capacity: CapacityTarget,
         burn_in: BurnInConfig,
         cluster_test: SlurmClusterTest | None,
-        follows: bool,
+        follows: str | None,
         skipped: str | None,
     ) -> dict[str, object]:
         if cluster_test:
@@ -382,7 +383,7 @@ class HandoverGate(Construct):
                 artifacts, capacity, burn_in, cluster_test
             )}  # fmt: skip
         if follows:
-            return {"ClusterTestRunsNext": "true"}
+            return {"ClusterTestRunsNext": follows}
         return {"ClusterTestSkipped": skipped or "not configured"}
 
     @staticmethod

@@ -4,6 +4,8 @@ all-reduce, one Job across the nodes that passed."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from aws_cdk import Stack, Token
@@ -186,12 +188,32 @@ class EksBurnIn(Construct):
 
 
 def cluster_test_manifests(
-    *, job_name: str, nodes: str, bootstrap_arguments: list[str], capacity: CapacityTarget
+    *,
+    run_id: str,
+    nodes: str,
+    bucket: str,
+    package_url: str,
+    artifacts: BurnInArtifacts,
+    capacity: CapacityTarget,
+    burn_in: BurnInConfig,
 ) -> list[dict[str, Any]]:
-    """The service account and an Indexed Job of ``nodes`` pods (a deploy-time number): one per
-    node that passed the burn-in, each holding all its Neuron and EFA devices. Pod 0 runs
-    nccom-test across the others (trn_burnin.rendezvous); the Job ends by itself either way."""
+    """The service account and an Indexed Job of ``nodes`` pods: one per node that passed the
+    burn-in, each holding all its Neuron and EFA devices. Pod 0 runs nccom-test across the others
+    (trn_burnin.rendezvous); the Job ends by itself either way. ``run_id`` and ``nodes`` are the
+    gate's deploy-time values (placeholders for the fingerprint)."""
     instance = capacity.instance
+    region = Stack.of(artifacts).region
+    bootstrap_arguments = [
+        "--package", package_url,
+        "--region", region,
+        "--cluster-test",
+        "--",
+        "--nodes", nodes,
+        "--rendezvous", f"s3://{bucket}/{cluster_test_run_prefix(artifacts, run_id)}",
+        "--index", "$(INDEX)",
+        "--pod-ip", "$(POD_IP)",
+        *cluster_test_arguments(capacity, burn_in, region),
+    ]  # fmt: skip
     return [
         {
             "apiVersion": "v1",
@@ -201,11 +223,15 @@ def cluster_test_manifests(
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": job_name, "namespace": NAMESPACE, "labels": CLUSTER_TEST_LABELS},
+            "metadata": {
+                "name": CLUSTER_TEST_JOB_PREFIX + run_id,
+                "namespace": NAMESPACE,
+                "labels": CLUSTER_TEST_LABELS,
+            },
             "spec": {
                 "completionMode": "Indexed",
-                "completions": Token.as_number(nodes),
-                "parallelism": Token.as_number(nodes),
+                "completions": _number(nodes),
+                "parallelism": _number(nodes),
                 # One attempt: a failed pod means the verdict (or its absence) is already final.
                 "backoffLimit": 0,
                 # Never hold the devices past the gate's own deadline.
@@ -255,6 +281,31 @@ def cluster_test_manifests(
     ]  # fmt: skip
 
 
+def _number(text: str) -> float | int:
+    """A JSON number: the value, or the deploy-time one a token stands for."""
+    return Token.as_number(text) if Token.is_unresolved(text) else int(text)
+
+
+def cluster_test_run_prefix(artifacts: BurnInArtifacts, run_id: str) -> str:
+    return f"{artifacts.cluster_test_prefix}{run_id}/"
+
+
+def cluster_test_fingerprint(
+    artifacts: BurnInArtifacts, capacity: CapacityTarget, burn_in: BurnInConfig
+) -> str:
+    """Changes whenever the Job would. A Job's pod template cannot change in place, so the gate's
+    first stage carries this: a change runs it again, which names a new Job (and run)."""
+    definition = {
+        "manifests": cluster_test_manifests(
+            run_id="RUN", nodes="0", bucket="BUCKET", package_url="PACKAGE",
+            artifacts=artifacts, capacity=capacity, burn_in=burn_in,
+        ),
+        "package": artifacts.package.asset_hash,
+        "bootstrap": artifacts.bootstrap.asset_hash,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class EksClusterTest(Construct):
     """The cluster all-reduce on EKS, applied once the gate's first stage knows how many nodes
     passed; the gate's second stage waits for its result.
@@ -291,29 +342,22 @@ class EksClusterTest(Construct):
         association = associate(
             self, "PodIdentity", cluster, NAMESPACE, CLUSTER_TEST_SERVICE_ACCOUNT, role
         )
-        region = Stack.of(self).region
-        run_prefix = f"{artifacts.cluster_test_prefix}{run_id}/"
-        job_name = CLUSTER_TEST_JOB_PREFIX + run_id
         manifest = cluster.add_manifest(
             "ClusterTest",
             *cluster_test_manifests(
-                job_name=job_name,
+                run_id=run_id,
                 nodes=passed_nodes,
-                bootstrap_arguments=[
-                    "--package", artifacts.package.s3_object_url,
-                    "--region", region,
-                    "--cluster-test",
-                    "--",
-                    "--nodes", passed_nodes,
-                    "--rendezvous", f"s3://{artifacts.bucket.bucket_name}/{run_prefix}",
-                    "--index", "$(INDEX)",
-                    "--pod-ip", "$(POD_IP)",
-                    *cluster_test_arguments(capacity, burn_in, region),
-                ],  # fmt: skip
+                bucket=artifacts.bucket.bucket_name,
+                package_url=artifacts.package.s3_object_url,
+                artifacts=artifacts,
                 capacity=capacity,
+                burn_in=burn_in,
             ),
         )
         manifest.node.add_dependency(association, *after)
         self.job = ClusterTestJob(
-            resource=manifest, run_prefix=run_prefix, job_name=job_name, namespace=NAMESPACE
+            resource=manifest,
+            run_prefix=cluster_test_run_prefix(artifacts, run_id),
+            job_name=CLUSTER_TEST_JOB_PREFIX + run_id,
+            namespace=NAMESPACE,
         )

@@ -20,8 +20,8 @@ Stage 2, the cluster all-reduce (``nccom-test`` across the passed nodes), comes 
   poll can win) *before* the job is submitted, so neither a retried nor an overlapping poll submits
   a second job, and ``result.json`` is the node's verdict. Stage 1 ends ``ReserveSeconds`` before
   the deadline so stage 2 always has that long.
-- Kubernetes (``ClusterTestRunsNext``): stage 1 completes with ``PassedNodes`` and a ``RunId``; the
-  stack then applies a Job of that many pods, and a second resource of this type
+- Kubernetes (``ClusterTestRunsNext``, the fingerprint of that Job): stage 1 completes with
+  ``PassedNodes`` and a ``RunId``; the stack then applies a Job of that many pods, and a second resource of this type
   (``Stage: cluster-test``) waits for the ``result.json`` the Job's first pod writes under
   ``RunPrefix``. Its deadline is its own ``TimeoutSeconds``.
 
@@ -229,7 +229,7 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
         outcomes[instance_id] = NodeOutcome(instance_id, False, ("no report before the deadline",))
     summary, passed = decide(settings, list(outcomes.values()), len(instances), replaced)
     run = {"PassedNodes": str(passed), "RunId": run_id(event["RequestId"])}
-    if props.get("ClusterTestRunsNext") == "true":
+    if props.get("ClusterTestRunsNext"):  # the fingerprint of the Job that follows
         return complete(settings, summary, run)
     if cluster_test is None:
         reason = props.get("ClusterTestSkipped", "not configured")
