@@ -356,6 +356,7 @@ def cluster_test_fingerprint_of(synthesized) -> str:
 ])
 def test_a_changed_job_runs_the_first_stage_again_under_a_new_name(eks, change):
     # A Job's pod template is immutable: the first stage re-runs (new RunId, new Job) instead.
+    # A new burn-in package alone does not (its URL is outside the template), nor re-test nodes.
     fingerprint = cluster_test_fingerprint_of(eks)
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     # Stable: a second synthesis (the default fraction, spelt out) gives the same fingerprint.
@@ -381,9 +382,10 @@ def test_eks_job_runs_one_pod_per_passed_node_with_every_device(eks):
     (container,) = pod["containers"]
     assert container["image"] == CLUSTER_TEST_IMAGE
     assert container["resources"]["limits"] == {"aws.amazon.com/neuron": "16", "vpc.amazonaws.com/efa": "16"}
-    assert {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]} == {
-        "INDEX": "metadata.annotations['batch.kubernetes.io/job-completion-index']",
-        "POD_IP": "status.podIP",
+    assert {e["name"]: e["valueFrom"] for e in container["env"]} == {
+        "PACKAGE_URL": {"configMapKeyRef": {"name": "trn-kit-burn-in-bootstrap", "key": "package-url"}},
+        "INDEX": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}},
+        "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
     }
 
 
@@ -392,7 +394,12 @@ def test_eks_pods_fetch_the_package_then_meet_in_the_runs_folder(eks):
     (container,) = job["spec"]["template"]["spec"]["containers"]
     args = container["args"]
     assert container["command"] == ["python3", "/opt/trn-kit-bootstrap/trn_burnin_bootstrap.py"]
-    assert args[args.index("--") - 1] == "--cluster-test"
+    assert args[:args.index("--")] == ["--package", "$(PACKAGE_URL)", "--region", "us-east-2", "--cluster-test"]
+    # The package's URL reaches the pods through the bootstrap ConfigMap, outside the Job's template.
+    (config_map,) = [m for m in burn_in_manifests(eks) if m["kind"] == "ConfigMap"]
+    package = config_map["data"]["package-url"]
+    assert package.startswith("s3://cdk-") and package.endswith(".zip")
+    assert "s3://cdk-" not in json.dumps(job)  # so a new package changes neither the Job nor its name
     run = args[args.index("--") + 1:]
     overrides = {"trn3-gen1": {
         "instance_type": "trn3.48xlarge", "ultraserver_type": "u-trn3x64", "efa_network_cards": 16,

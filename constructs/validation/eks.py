@@ -35,6 +35,7 @@ VERDICT_LABEL = LABEL_PREFIX + "burn-in"
 BURN_IN_IMAGE = "public.ecr.aws/neuron/pytorch-inference-neuronx:2.9.0-neuronx-py312-sdk2.31.1-ubuntu24.04"
 BOOTSTRAP_MOUNT = "/opt/trn-kit-bootstrap"
 BOOTSTRAP_CONFIG_MAP = "trn-kit-burn-in-bootstrap"
+PACKAGE_URL_KEY = "package-url"
 # The all-reduce needs what the inference image lacks: nccom-test reaches the other pods over SSH,
 # so it runs in the newest Neuron *training* container (Open MPI, openssh-server, nccom-test).
 CLUSTER_TEST_IMAGE = (
@@ -50,7 +51,11 @@ BOOTSTRAP_VOLUME_MOUNT = {"name": "bootstrap", "mountPath": BOOTSTRAP_MOUNT}
 
 
 def burn_in_manifests(
-    *, artifacts_arguments: list[str], capacity: CapacityTarget, bootstrap_source: str
+    *,
+    artifacts_arguments: list[str],
+    capacity: CapacityTarget,
+    bootstrap_source: str,
+    package_url: str,
 ) -> list[dict[str, Any]]:
     """Namespace, service account, the node-only RBAC, the bootstrap and the DaemonSet."""
     labels = {"app.kubernetes.io/name": "trn-kit-burn-in"}
@@ -90,7 +95,9 @@ def burn_in_manifests(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": BOOTSTRAP_CONFIG_MAP, "namespace": NAMESPACE},
-            "data": {BOOTSTRAP_SCRIPT.name: bootstrap_source},
+            # The package's URL changes with every byte of trn_burnin; the cluster-test Job
+            # reads it from here so that its (immutable) pod template does not.
+            "data": {BOOTSTRAP_SCRIPT.name: bootstrap_source, PACKAGE_URL_KEY: package_url},
         },
         {
             "apiVersion": "apps/v1",
@@ -181,6 +188,7 @@ class EksBurnIn(Construct):
                 artifacts_arguments=artifacts.node_arguments(capacity, burn_in, slurm=False),
                 capacity=capacity,
                 bootstrap_source=BOOTSTRAP_SCRIPT.read_text(),
+                package_url=artifacts.package.s3_object_url,
             ),
         )
         # Pods start only once they can get credentials and their devices are advertised.
@@ -192,7 +200,6 @@ def cluster_test_manifests(
     run_id: str,
     nodes: str,
     bucket: str,
-    package_url: str,
     artifacts: BurnInArtifacts,
     capacity: CapacityTarget,
     burn_in: BurnInConfig,
@@ -204,7 +211,7 @@ def cluster_test_manifests(
     instance = capacity.instance
     region = Stack.of(artifacts).region
     bootstrap_arguments = [
-        "--package", package_url,
+        "--package", "$(PACKAGE_URL)",
         "--region", region,
         "--cluster-test",
         "--",
@@ -256,9 +263,13 @@ def cluster_test_manifests(
                             "name": "all-reduce",
                             "image": CLUSTER_TEST_IMAGE,
                             "command": ["python3", f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_SCRIPT.name}"],
-                            # Kubernetes expands $(INDEX) and $(POD_IP) from the env below.
+                            # Kubernetes expands $(PACKAGE_URL), $(INDEX) and $(POD_IP) from
+                            # the env below.
                             "args": bootstrap_arguments,
                             "env": [
+                                {"name": "PACKAGE_URL", "valueFrom": {"configMapKeyRef": {
+                                    "name": BOOTSTRAP_CONFIG_MAP, "key": PACKAGE_URL_KEY,
+                                }}},
                                 {"name": "INDEX", "valueFrom": {"fieldRef": {"fieldPath": (
                                     "metadata.annotations['batch.kubernetes.io/job-completion-index']"
                                 )}}},
@@ -293,17 +304,14 @@ def cluster_test_run_prefix(artifacts: BurnInArtifacts, run_id: str) -> str:
 def cluster_test_fingerprint(
     artifacts: BurnInArtifacts, capacity: CapacityTarget, burn_in: BurnInConfig
 ) -> str:
-    """Changes whenever the Job would. A Job's pod template cannot change in place, so the gate's
-    first stage carries this: a change runs it again, which names a new Job (and run)."""
-    definition = {
-        "manifests": cluster_test_manifests(
-            run_id="RUN", nodes="0", bucket="BUCKET", package_url="PACKAGE",
-            artifacts=artifacts, capacity=capacity, burn_in=burn_in,
-        ),
-        "package": artifacts.package.asset_hash,
-        "bootstrap": artifacts.bootstrap.asset_hash,
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+    """Changes whenever the Job's definition would. A Job's pod template cannot change in place,
+    so the gate's first stage carries this: a change runs it again, which names a new Job (and
+    run). Deploy-time values stand in as placeholders."""
+    manifests = cluster_test_manifests(
+        run_id="RUN", nodes="0", bucket="BUCKET", artifacts=artifacts, capacity=capacity,
+        burn_in=burn_in,
+    )  # fmt: skip
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class EksClusterTest(Construct):
@@ -348,7 +356,6 @@ class EksClusterTest(Construct):
                 run_id=run_id,
                 nodes=passed_nodes,
                 bucket=artifacts.bucket.bucket_name,
-                package_url=artifacts.package.s3_object_url,
                 artifacts=artifacts,
                 capacity=capacity,
                 burn_in=burn_in,
