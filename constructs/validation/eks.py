@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_cdk import Stack, Token
 from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
@@ -156,6 +157,21 @@ def burn_in_manifests(
     ]  # fmt: skip
 
 
+def service_account_role(
+    scope: Construct,
+    cluster: eks.ICluster,
+    service_account: str,
+    description: str,
+    statements: list[iam.PolicyStatement],
+) -> tuple[iam.Role, eks.CfnPodIdentityAssociation]:
+    """A role with exactly ``statements``, handed to ``service_account`` of the burn-in's
+    namespace through EKS Pod Identity."""
+    role = pod_identity_role(scope, "PodRole", description)
+    for statement in statements:
+        role.add_to_policy(statement)
+    return role, associate(scope, "PodIdentity", cluster, NAMESPACE, service_account, role)
+
+
 class EksBurnIn(Construct):
     """Applies the burn-in DaemonSet with its Pod Identity role.
 
@@ -175,13 +191,14 @@ class EksBurnIn(Construct):
         after: list[Construct],
     ) -> None:
         super().__init__(scope, construct_id)
-        role = pod_identity_role(
-            self, "PodRole", "Burn-in pods: read the burn-in package, write reports and metrics"
+        role, association = service_account_role(
+            self,
+            cluster,
+            SERVICE_ACCOUNT,
+            "Burn-in pods: read the burn-in package, write reports and metrics",
+            artifacts.node_statements(cluster_test=False),
         )
-        for statement in artifacts.node_statements(cluster_test=False):
-            role.add_to_policy(statement)
         artifacts.acknowledge_node_policy(role, cluster_test=False)
-        association = associate(self, "PodIdentity", cluster, NAMESPACE, SERVICE_ACCOUNT, role)
         self.manifest = cluster.add_manifest(
             "BurnIn",
             *burn_in_manifests(
@@ -336,19 +353,18 @@ class EksClusterTest(Construct):
         after: list[Construct],
     ) -> None:
         super().__init__(scope, construct_id)
-        role = pod_identity_role(
-            self, "PodRole", "Cluster all-reduce pods: read the burn-in package, meet and report in S3"
+        role, association = service_account_role(
+            self,
+            cluster,
+            CLUSTER_TEST_SERVICE_ACCOUNT,
+            "Cluster all-reduce pods: read the burn-in package, meet and report in S3",
+            artifacts.cluster_test_statements(),
         )
-        for statement in artifacts.cluster_test_statements():
-            role.add_to_policy(statement)
         acknowledge(
             role,
             arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"),
             "The pods of one run exchange an SSH public key and their addresses, and leave the "
             "result, under a folder named per deployment request",
-        )
-        association = associate(
-            self, "PodIdentity", cluster, NAMESPACE, CLUSTER_TEST_SERVICE_ACCOUNT, role
         )
         manifest = cluster.add_manifest(
             "ClusterTest",
