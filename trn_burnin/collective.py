@@ -1,10 +1,12 @@
 """Cluster all-reduce: plan, run and judge one ``nccom-test`` across every passed node over EFA.
 
-The handover gate's second stage runs ``python -m trn_burnin cluster-test`` in a Slurm batch job
-after every node passed its own burn-in. nccom-test runs inside that job's allocation
-(``--slurm-mode --slurm-job-id``) with one rank per logical NeuronCore of every node, so ranks are
-nodes x the catalog's logical cores per instance; the logical-core size is pinned to the catalog's
-default so that count holds whatever the node's environment says.
+The handover gate's second stage runs ``python -m trn_burnin cluster-test`` after every node passed
+its own burn-in. Where nccom-test finds its nodes is a placement: inside a Slurm job's allocation
+(``--slurm-mode --slurm-job-id``), or on named hosts it reaches over passwordless root SSH
+(``--hosts``; on Kubernetes the pods meet first, see trn_burnin.rendezvous). Either way there is
+one rank per logical NeuronCore of every node, so ranks are nodes x the catalog's logical cores per
+instance; the logical-core size is pinned to the catalog's default so that count holds whatever the
+node's environment says.
 
 Threshold. The measured figure is the bus bandwidth (busbw = algbw x 2(r-1)/r for all-reduce) at
 the LARGEST message size, because the small sizes are latency-bound. It must reach
@@ -43,6 +45,13 @@ NCCOM_TIMEOUT_S = 360
 OUTPUT_TAIL_LINES = 3  # of nccom-test's output, quoted in a failure
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("cluster_test_schema.json")
+# --hosts mode. The first host collects the latencies on nccom-test's documented default port.
+DATA_COLLECTOR_PORT = 60006
+# Any free port on the first host serves the runtime's root communicator (Neuron docs); this is
+# the one AWS's own EKS nccom-test manifest (aws/aws-k8s-tester) uses.
+ROOT_COMM_PORT = 63182
+# A pod's own interface for the runtime's bootstrap sockets, as in that manifest.
+SOCKET_IFNAME = "eth0"
 
 
 def _size_text(size: int) -> str:
@@ -80,16 +89,64 @@ class AllReducePlan:
     def environment(self) -> dict[str, str]:
         return {LOGICAL_CORE_ENV: str(self.logical_core_size)}
 
-    def argv(self, slurm_job_id: str, json_path: Path, binary: str) -> list[str]:
+    def argv(self, placement: "Placement", json_path: Path, binary: str) -> list[str]:
         # --check all_ones: each output must equal the rank count. The default "random" check
         # builds a CPU golden result per rank and size, too slow at 64+ ranks x 1 GiB per node.
         return [
             binary, OPERATION, "-r", str(self.ranks), "-N", str(self.nodes),
             "-b", _size_text(self.min_bytes), "-e", _size_text(self.max_bytes), "-f", str(self.step_factor),
             "-n", str(self.iterations), "-w", str(self.warmup_iterations), "-d", self.datatype, "--check", "all_ones",
-            "--slurm-mode", "--slurm-job-id", slurm_job_id,
+            *placement.args,
             "--non-interactive", "--report-to-json-file", str(json_path),
         ]  # fmt: skip
+
+
+class Placement(Protocol):
+    """Where nccom-test finds its nodes: its arguments and the environment it needs for that."""
+
+    @property
+    def args(self) -> list[str]: ...
+
+    @property
+    def environment(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class SlurmPlacement:
+    """Inside a Slurm job's allocation; nccom-test asks Slurm for the nodes."""
+
+    job_id: str
+
+    @property
+    def args(self) -> list[str]:
+        return ["--slurm-mode", "--slurm-job-id", self.job_id]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True)
+class HostsPlacement:
+    """Named hosts that nccom-test reaches over passwordless root SSH (its MPI mode). The first is
+    the host running nccom-test: it holds rank 0, the root communicator and the data collector."""
+
+    hosts: tuple[str, ...]
+
+    @property
+    def args(self) -> list[str]:
+        return ["--hosts", *self.hosts, "--data-collector-host", self.hosts[0],
+                "--data-collector-port", str(DATA_COLLECTOR_PORT)]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {
+            "NEURON_RT_ROOT_COMM_ID": f"{self.hosts[0]}:{ROOT_COMM_PORT}",
+            "CCOM_SOCKET_IFNAME": SOCKET_IFNAME,
+            # Open MPI refuses to start as root without both, and pods run as root.
+            "OMPI_ALLOW_RUN_AS_ROOT": "1",
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+        }
 
 
 @dataclass(frozen=True)
@@ -197,27 +254,37 @@ def judge(plan: AllReducePlan, floor: BusBandwidthFloor,
     return results, measured, failures
 
 
-def run_cluster_test(spec: InstanceSpec, plan: AllReducePlan, floor: BusBandwidthFloor, slurm_job_id: str,
+def run_cluster_test(spec: InstanceSpec, plan: AllReducePlan, floor: BusBandwidthFloor, placement: Placement,
                      json_path: Path, runner: NccomRunner, now: Callable[[], str],
                      binary: str | None = None) -> dict[str, Any]:
     """Run nccom-test once and return the result document."""
-    command = plan.argv(slurm_job_id, json_path, binary or nccom_test_binary())
+    command = plan.argv(placement, json_path, binary or nccom_test_binary())
+    environment = {**plan.environment, **placement.environment}
     json_path.unlink(missing_ok=True)  # a stale file must not pass for this run's results
-    run = runner.run(command, plan.environment, json_path)
+    run = runner.run(command, environment, json_path)
     results, measured, failures = judge(plan, floor, run)
+    return result_document(spec, plan, floor, now(), failures, command=command, environment=environment,
+                           results=results, measured=measured)
+
+
+def result_document(spec: InstanceSpec, plan: AllReducePlan, floor: BusBandwidthFloor, generated_at: str,
+                    failures: Sequence[str], *, command: Sequence[str] = (),
+                    environment: Mapping[str, str] | None = None, results: Sequence[Mapping[str, float]] = (),
+                    measured: float | None = None) -> dict[str, Any]:
+    """The result document; without a command, nccom-test never ran and ``failures`` say why."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": now(),
+        "generated_at": generated_at,
         "operation": OPERATION,
         "nodes": plan.nodes,
         "ranks": plan.ranks,
         "instance_type": spec.instance_type,
         "datatype": plan.datatype,
         "sizes": list(plan.sizes),
-        "results": results,
+        "results": [dict(result) for result in results],
         "bus_bandwidth_gibps": measured,
         "threshold": floor.to_dict(),
-        "command": command,
-        "environment": plan.environment,
+        "command": list(command),
+        "environment": dict(environment or {}),
         "verdict": {"passed": not failures, "failures": [{"message": m} for m in failures]},
     }

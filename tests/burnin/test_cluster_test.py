@@ -11,7 +11,7 @@ from tests.burnin.nccom_emulation import EmulatedNccomTest
 from trn_burnin.catalog import CATALOG
 from trn_burnin.cli import main
 from trn_burnin.collective import (GIB, SCHEMA_PATH, AllReducePlan, BusBandwidthFloor, NccomTest,
-                                   run_cluster_test)
+                                   SlurmPlacement, run_cluster_test)
 from trn_burnin.publish import parse_s3_object_uri
 from trn_burnin.report import load_schema, validate_report
 
@@ -23,7 +23,7 @@ RESULT_URI = "s3://reports/cluster-test/req-1/result.json"
 def _result(nccom, spec_key="trn2", nodes=4, fraction=0.25, json_path=None, tmp_path=None):
     spec = CATALOG[spec_key]
     plan, floor = AllReducePlan.for_cluster(spec, nodes), BusBandwidthFloor.for_spec(spec, fraction)
-    document = run_cluster_test(spec, plan, floor, "1234", json_path or tmp_path / "nccom.json", nccom,
+    document = run_cluster_test(spec, plan, floor, SlurmPlacement("1234"), json_path or tmp_path / "nccom.json", nccom,
                                 lambda: NOW, binary="nccom-test")
     assert validate_report(document, load_schema(SCHEMA_PATH)) == []
     return document
@@ -38,7 +38,7 @@ def test_trn2_plan_runs_one_rank_per_logical_core_inside_the_slurm_job(tmp_path)
     plan = AllReducePlan.for_cluster(CATALOG["trn2"], 4)
     assert (plan.ranks, plan.sizes) == (256, (64 * MIB, 256 * MIB, GIB))
     assert plan.environment == {"NEURON_LOGICAL_NC_CONFIG": "2"}
-    assert plan.argv("1234", tmp_path / "n.json", "/opt/aws/neuron/bin/nccom-test") == [
+    assert plan.argv(SlurmPlacement("1234"), tmp_path / "n.json", "/opt/aws/neuron/bin/nccom-test") == [
         "/opt/aws/neuron/bin/nccom-test", "all_reduce", "-r", "256", "-N", "4", "-b", "64MB", "-e", "1GB",
         "-f", "4", "-n", "20", "-w", "5", "-d", "fp32", "--check", "all_ones", "--slurm-mode", "--slurm-job-id", "1234",
         "--non-interactive", "--report-to-json-file", str(tmp_path / "n.json")]
@@ -47,7 +47,7 @@ def test_trn2_plan_runs_one_rank_per_logical_core_inside_the_slurm_job(tmp_path)
 def test_trn3_gen2_plan_counts_its_four_chip_servers(tmp_path):
     spec = CATALOG["trn3-gen2"]
     assert spec.logical_cores_per_instance == 16
-    argv = AllReducePlan.for_cluster(spec, 36).argv("77", tmp_path / "n.json", "nccom-test")
+    argv = AllReducePlan.for_cluster(spec, 36).argv(SlurmPlacement("77"), tmp_path / "n.json", "nccom-test")
     assert argv[2:6] == ["-r", "576", "-N", "36"]
 
 
