@@ -11,12 +11,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 from trn_burnin.catalog import InstanceSpec, apply_overrides, find_by_instance_type
 from trn_burnin.collective import (DEFAULT_MIN_BUS_BANDWIDTH_FRACTION, SCHEMA_PATH as CLUSTER_TEST_SCHEMA_PATH,
-                                   AllReducePlan, BusBandwidthFloor, NccomRunner, NccomTest, run_cluster_test)
+                                   AllReducePlan, BusBandwidthFloor, NccomRunner, NccomTest, Placement,
+                                   SlurmPlacement, result_document, run_cluster_test)
 from trn_burnin.device import DeviceLayer, NeuronHost
 from trn_burnin.imds import instance_identity
 from trn_burnin.plan import DEFAULT_SHAPE, plan_gemm
 from trn_burnin.publish import (DEFAULT_NAMESPACE, ClientFactory, boto3_client_factory, parse_s3_object_uri,
                                 parse_s3_uri, put_metrics, put_s3_object, upload_s3, write_local)
+from trn_burnin.rendezvous import (DEFAULT_RENDEZVOUS_SECONDS, LAUNCHER_INDEX, RESULT_NAME, Clock, OpenSsh, Pod,
+                                   RunFolder, Ssh, is_ipv4, join, lead)
 from trn_burnin.report import load_schema, validate_report
 from trn_burnin.runner import RunOptions, run_burnin, utc_now
 from trn_burnin.verdict import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
@@ -61,6 +64,7 @@ _positive_int = _number("a positive integer", 1, convert=int)
 _fraction = _number("a fraction between 0 and 1", 0.0, 1.0)
 _seconds = _number("a number of seconds >= 0", 0.0)
 _tolerance = _number("a tolerance >= 0", 0.0)
+_index = _number("an index >= 0", 0, convert=int)
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
@@ -78,6 +82,12 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
 
 _s3_uri = _checked(parse_s3_uri)
 _s3_object_uri = _checked(parse_s3_object_uri)
+
+
+def _ipv4(text: str) -> str:
+    if not is_ipv4(text):
+        raise argparse.ArgumentTypeError(f"expected this pod's IPv4 address such as $(POD_IP), got {text!r}")
+    return text
 
 
 def _slurm_job_id(text: str) -> str:
@@ -137,18 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(plan)
 
     cluster = commands.add_parser(
-        "cluster-test", help="run the nccom-test all-reduce across the nodes of this Slurm job and judge "
-                             "its bus bandwidth; exit 0 only on pass")
+        "cluster-test", help="run the nccom-test all-reduce across nodes, in a Slurm job or across pods that "
+                             "meet through S3, and judge its bus bandwidth; exit 0 only on pass")
     _add_instance(cluster)
-    cluster.add_argument("--nodes", type=_positive_int, required=True, help="nodes in the Slurm job")
-    cluster.add_argument("--slurm-job-id", type=_slurm_job_id, required=True, metavar="ID",
-                         help="the Slurm job (allocation) to run in, usually $SLURM_JOB_ID")
+    cluster.add_argument("--nodes", type=_positive_int, required=True, help="nodes in the test")
+    where = cluster.add_mutually_exclusive_group(required=True)
+    where.add_argument("--slurm-job-id", type=_slurm_job_id, metavar="ID",
+                       help="the Slurm job (allocation) to run in, usually $SLURM_JOB_ID")
+    where.add_argument("--rendezvous", type=_s3_uri, metavar="s3://BUCKET/PREFIX/",
+                       help="one pod per node: meet the other pods under this S3 prefix, then pod 0 runs "
+                            "nccom-test over SSH and puts the result there")
+    pods = cluster.add_argument_group("with --rendezvous")
+    pods.add_argument("--index", type=_index, help="this pod's index, 0 to --nodes - 1; 0 runs nccom-test")
+    pods.add_argument("--pod-ip", type=_ipv4, metavar="IPV4", help="this pod's address")
+    pods.add_argument("--rendezvous-seconds", type=_seconds, metavar="SECONDS",
+                      help=f"how long pods wait for each other (default: {DEFAULT_RENDEZVOUS_SECONDS:g})")
     cluster.add_argument("--min-bus-bandwidth-fraction", type=_fraction, metavar="F",
                          default=DEFAULT_MIN_BUS_BANDWIDTH_FRACTION,
                          help="bus bandwidth at the largest size must reach F x the instance's EFA bandwidth "
                               "(default: %(default)s)")
     cluster.add_argument("--result-uri", type=_s3_object_uri, metavar="s3://BUCKET/KEY.json",
-                         help="also put the result at exactly this S3 key")
+                         help="with --slurm-job-id: also put the result at exactly this S3 key")
     cluster.add_argument("--region", help="AWS region for S3 (default: the SDK's)")
     cluster.add_argument("--output", type=Path, default=DEFAULT_CLUSTER_TEST_OUTPUT,
                          help="result path (default: %(default)s)")
@@ -214,27 +233,70 @@ def _verdict_code(failures: Sequence[Mapping[str, Any]]) -> int:
     return 0 if not failures else 1
 
 
+_RENDEZVOUS_ONLY = (("--index", "index"), ("--pod-ip", "pod_ip"), ("--rendezvous-seconds", "rendezvous_seconds"))
+
+
+def _check_placement(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The flags that only make sense with the other placement are usage errors."""
+    if not args.rendezvous:
+        given = [flag for flag, dest in _RENDEZVOUS_ONLY if getattr(args, dest) is not None]
+        if given:
+            parser.error(f"{', '.join(given)}: only with --rendezvous")
+        return
+    if args.result_uri:
+        bucket, prefix = parse_s3_uri(args.rendezvous)
+        parser.error(f"--result-uri is for --slurm-job-id; with --rendezvous the result goes to "
+                     f"s3://{bucket}/{prefix}{RESULT_NAME}")
+    missing = [flag for flag, dest in _RENDEZVOUS_ONLY[:2] if getattr(args, dest) is None]
+    if missing:
+        parser.error(f"--rendezvous needs {' and '.join(missing)}")
+    if args.index >= args.nodes:
+        parser.error(f"--index {args.index} is not below --nodes {args.nodes}")
+
+
 def _cluster_test(parser: argparse.ArgumentParser, args: argparse.Namespace,
                   identity: Callable[[], tuple[str, str]], nccom: NccomRunner,
-                  clients: ClientFactory | None) -> int:
+                  clients: ClientFactory | None, ssh: Ssh | None, clock: Clock | None) -> int:
+    _check_placement(parser, args)
+    if args.rendezvous and args.nodes == 1:
+        print("a single node has nothing to test across: no cluster all-reduce")
+        return 0
     spec, _ = _find_spec(parser, args, identity)
     plan = AllReducePlan.for_cluster(spec, args.nodes)
     floor = BusBandwidthFloor.for_spec(spec, args.min_bus_bandwidth_fraction)
-    with tempfile.TemporaryDirectory(prefix="trn-burnin-nccom-") as scratch:
-        result = run_cluster_test(spec, plan, floor, args.slurm_job_id, Path(scratch) / "nccom-test.json",
-                                  nccom, utc_now)
+    clients = clients or boto3_client_factory(args.region)
+
+    def run_test(placement: Placement) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="trn-burnin-nccom-") as scratch:
+            return run_cluster_test(spec, plan, floor, placement, Path(scratch) / "nccom-test.json", nccom, utc_now)
+
+    if not args.rendezvous:
+        result_uri = args.result_uri
+        result = run_test(SlurmPlacement(args.slurm_job_id))
+    else:
+        folder, pod = RunFolder.from_uri(args.rendezvous, clients), Pod(args.index, args.pod_ip, args.nodes)
+        rendezvous_s = DEFAULT_RENDEZVOUS_SECONDS if args.rendezvous_seconds is None else args.rendezvous_seconds
+        ssh, clock = ssh or OpenSsh(), clock or Clock()
+        if pod.index != LAUNCHER_INDEX:
+            code, outcome = join(pod, folder, ssh, clock, rendezvous_s)
+            print(outcome)
+            return code
+        result_uri = folder.uri(RESULT_NAME)
+        result = lead(pod, folder, ssh, clock, rendezvous_s, run_test,
+                      lambda failures: result_document(spec, plan, floor, utc_now(), failures))
     problems = validate_report(result, load_schema(CLUSTER_TEST_SCHEMA_PATH))
     if problems:  # a bug in this package, not in the cluster
         raise RuntimeError("cluster test result does not match its schema: " + "; ".join(problems))
     print(f"result: {write_local(result, args.output)}")
-    if args.result_uri:
-        print(f"uploaded: {put_s3_object(result, args.result_uri, clients or boto3_client_factory(args.region))}")
+    if result_uri:
+        print(f"uploaded: {put_s3_object(result, result_uri, clients)}")
     return _verdict_code(result["verdict"]["failures"])
 
 
 def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
          identity: Callable[[], tuple[str, str]] = instance_identity,
-         clients: ClientFactory | None = None, nccom: NccomRunner | None = None) -> int:
+         clients: ClientFactory | None = None, nccom: NccomRunner | None = None,
+         ssh: Ssh | None = None, clock: Clock | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "worker":
@@ -245,7 +307,7 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
         print(json.dumps(run_worker(job, args.core, args.device).to_dict()))
         return 0
     if args.command == "cluster-test":
-        return _cluster_test(parser, args, identity, nccom or NccomTest(), clients)
+        return _cluster_test(parser, args, identity, nccom or NccomTest(), clients, ssh, clock)
     spec, instance_id = _resolve_spec(parser, args, identity)
     if args.command == "plan":
         _print_plan(spec, args.dtype, args.shape)

@@ -1,0 +1,274 @@
+"""The EKS cluster all-reduce: pods meeting through S3 and nccom-test over SSH, against EMULATED S3, SSH
+and nccom-test (tests/burnin/rendezvous_fakes.py, nccom_emulation.py), and the real OpenSSH layer's
+files and commands with a recording runner instead of processes."""
+
+import json
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.burnin.nccom_emulation import EmulatedNccomTest
+from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh, FakeTime
+from trn_burnin.catalog import CATALOG
+from trn_burnin.cli import main
+from trn_burnin.collective import SCHEMA_PATH, AllReducePlan, HostsPlacement, SlurmPlacement
+from trn_burnin.rendezvous import Clock, OpenSsh, RunFolder, SshError, run_command
+from trn_burnin.report import load_schema, validate_report
+
+BUCKET, PREFIX = "reports", "cluster-test/run-1/"
+RUN = f"s3://{BUCKET}/{PREFIX}"
+IPS = ("10.0.1.10", "10.0.1.11", "10.0.1.12", "10.0.1.13")
+TRN2 = ["--instance-type", "trn2.48xlarge"]
+
+
+def _argv(index, nodes=4, *extra, tmp_path):
+    return ["cluster-test", "--nodes", str(nodes), "--rendezvous", RUN, "--index", str(index),
+            "--pod-ip", IPS[index], *TRN2, "--region", "us-east-2", "--output", str(tmp_path / f"r{index}.json"),
+            *extra]
+
+
+def _pod(index, s3, ssh, clock, nccom=None, tmp_path=None, nodes=4):
+    return main(_argv(index, nodes, tmp_path=tmp_path), identity=pytest.fail, clients=lambda service: s3,
+                nccom=nccom or EmulatedNccomTest(), ssh=ssh, clock=clock)
+
+
+def _register(s3, *indexes):
+    folder = RunFolder(BUCKET, PREFIX, lambda service: s3)
+    for index in indexes:
+        folder.put_json(f"hosts/{index}.json", {"index": index, "ip": IPS[index]})
+
+
+def _result(s3):
+    document = json.loads(s3.text(BUCKET, PREFIX + "result.json"))
+    assert validate_report(document, load_schema(SCHEMA_PATH)) == []
+    return document
+
+
+def _not_run(document, *messages):
+    assert document["verdict"] == {"passed": False, "failures": [{"message": m} for m in messages]}
+    assert (document["command"], document["environment"], document["results"]) == ([], {}, [])
+    assert document["bus_bandwidth_gibps"] is None and document["nodes"] == 4
+
+
+# -- placements --------------------------------------------------------------------------------
+def test_hosts_placement_puts_rank_0_and_the_collector_on_the_first_host(tmp_path):
+    placement = HostsPlacement(IPS[:2])
+    argv = AllReducePlan.for_cluster(CATALOG["trn2"], 2).argv(placement, tmp_path / "n.json", "nccom-test")
+    assert argv[argv.index("--check"):] == [
+        "--check", "all_ones", "--hosts", "10.0.1.10", "10.0.1.11", "--data-collector-host", "10.0.1.10",
+        "--data-collector-port", "60006", "--non-interactive", "--report-to-json-file", str(tmp_path / "n.json")]
+    assert placement.environment == {"NEURON_RT_ROOT_COMM_ID": "10.0.1.10:63182", "CCOM_SOCKET_IFNAME": "eth0",
+                                     "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    assert (SlurmPlacement("7").args, SlurmPlacement("7").environment) == (["--slurm-mode", "--slurm-job-id", "7"], {})
+
+
+# -- the whole run -----------------------------------------------------------------------------
+def test_four_pods_meet_and_pod_0_runs_nccom_test_on_every_host_in_index_order(tmp_path, capsys):
+    s3, network, nccom = FakeS3(page_size=2), FakeNetwork(), EmulatedNccomTest(busbw_gibps=150.0)
+    ssh = {index: FakeSsh(network, IPS[index]) for index in range(4)}
+    clock = Clock(sleep=lambda seconds: time.sleep(0.002))  # real time, short naps: threads meet in ms
+    with ThreadPoolExecutor(max_workers=4) as pool:  # workers first, in reverse, then the launcher
+        runs = {index: pool.submit(_pod, index, s3, ssh[index], clock, nccom, tmp_path) for index in (3, 2, 1, 0)}
+        codes = {index: run.result(timeout=10) for index, run in runs.items()}
+    assert codes == {0: 0, 1: 0, 2: 0, 3: 0}
+    [(argv, env)] = nccom.calls
+    assert argv[argv.index("--hosts"):argv.index("--non-interactive")] == [
+        "--hosts", *IPS, "--data-collector-host", IPS[0], "--data-collector-port", "60006"]
+    assert argv[2:6] == ["-r", "256", "-N", "4"]
+    assert env == {"NEURON_LOGICAL_NC_CONFIG": "2", "NEURON_RT_ROOT_COMM_ID": "10.0.1.10:63182",
+                   "CCOM_SOCKET_IFNAME": "eth0", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+                   "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    result = _result(s3)
+    assert result["verdict"]["passed"] and (result["command"], result["environment"]) == (argv, env)
+    assert json.loads((tmp_path / "r0.json").read_text()) == result
+    assert s3.text(BUCKET, PREFIX + "launcher.pub") == ssh[0].key
+    assert network.servers == {ip: ssh[0].key for ip in IPS}  # every sshd lets the launcher in, itself too
+    assert {key for key in s3.puts if key.startswith(PREFIX + "hosts/")} == {
+        f"{PREFIX}hosts/{i}.json" for i in (1, 2, 3)}
+    assert json.loads(s3.text(BUCKET, PREFIX + "hosts/2.json")) == {"index": 2, "ip": "10.0.1.12"}
+    out = capsys.readouterr().out
+    assert f"uploaded: {RUN}result.json" in out and "PASS" in out
+    assert out.count(f"the launcher (pod 0) put its verdict at {RUN}result.json") == 3
+
+
+@pytest.mark.parametrize("present, message", [
+    ((1, 3), "pod 2 of 4 did not register within 600 s"),
+    ((1,), "pods 2, 3 of 4 did not register within 600 s"),
+])
+def test_pods_that_never_register_fail_the_test_by_index(tmp_path, capsys, present, message):
+    s3, fake_time, nccom = FakeS3(), FakeTime(), EmulatedNccomTest()
+    _register(s3, *present)
+    assert _pod(0, s3, FakeSsh(FakeNetwork(), IPS[0]), fake_time.clock(), nccom, tmp_path) == 1
+    _not_run(_result(s3), message + " (see those pods of the cluster-test Job: unscheduled, or their logs say why)")
+    assert nccom.calls == [] and fake_time.now_s == 600 and max(fake_time.naps) == 5
+    assert f"FAIL: 1 failure(s)\n  - {message}" in capsys.readouterr().out
+
+
+def test_pods_the_launcher_cannot_log_in_to_are_named_with_ssh_last_words(tmp_path):
+    s3, network = FakeS3(), FakeNetwork()
+    launcher = FakeSsh(network, IPS[0])
+    _register(s3, 1, 2, 3)
+    network.servers.update({IPS[1]: "ssh-ed25519 AAAA-the-launcher's", IPS[3]: "ssh-ed25519 AAAA-someone-else"})
+    launcher.create_key = lambda: "ssh-ed25519 AAAA-the-launcher's"
+    launcher.key = "ssh-ed25519 AAAA-the-launcher's"
+    assert _pod(0, s3, launcher, FakeTime().clock(), tmp_path=tmp_path) == 1
+    _not_run(_result(s3),
+             "cannot reach pod 2 at 10.0.1.12 over SSH: ssh: connect to host 10.0.1.12 port 22: Connection refused",
+             "cannot reach pod 3 at 10.0.1.13 over SSH: root@10.0.1.13: Permission denied (publickey).")
+
+
+def test_a_registration_without_a_usable_address_fails(tmp_path):
+    s3 = FakeS3()
+    _register(s3, 1, 3)
+    RunFolder(BUCKET, PREFIX, lambda service: s3).put_json("hosts/2.json", {"index": 2, "ip": "$(POD_IP)"})
+    assert _pod(0, s3, FakeSsh(FakeNetwork(), IPS[0]), FakeTime().clock(), tmp_path=tmp_path) == 1
+    _not_run(_result(s3), f"pod 2 registered no usable address at {RUN}hosts/2.json "
+                          "(no IPv4 address for index 2 in {'index': 2, 'ip': '$(POD_IP)'})")
+
+
+def test_a_launcher_whose_sshd_does_not_start_says_so_and_publishes_no_key(tmp_path):
+    s3 = FakeS3()
+    ssh = FakeSsh(FakeNetwork(), IPS[0], start_error="/usr/sbin/sshd exited 255: Missing privilege separation "
+                                                     "directory: /run/sshd")
+    assert _pod(0, s3, ssh, FakeTime().clock(), tmp_path=tmp_path) == 1
+    _not_run(_result(s3), "cannot start SSH on pod 0 at 10.0.1.10: /usr/sbin/sshd exited 255: Missing privilege "
+                          "separation directory: /run/sshd")
+    assert s3.puts == [PREFIX + "result.json"]
+
+
+def test_a_worker_registers_then_gives_up_without_a_verdict(tmp_path, capsys):
+    s3, network, fake_time = FakeS3(), FakeNetwork(), FakeTime()
+    RunFolder(BUCKET, PREFIX, lambda service: s3).put_text("launcher.pub", "ssh-ed25519 AAAA-launcher root@pod-0")
+    assert _pod(2, s3, FakeSsh(network, IPS[2]), fake_time.clock(), tmp_path=tmp_path) == 1
+    assert network.servers == {IPS[2]: "ssh-ed25519 AAAA-launcher root@pod-0"}
+    assert json.loads(s3.text(BUCKET, PREFIX + "hosts/2.json")) == {"index": 2, "ip": "10.0.1.12"}
+    assert fake_time.now_s == 600 + 360 + 60
+    assert capsys.readouterr().out.endswith("no result from the launcher (pod 0) within 1020 s\n")
+    assert not (tmp_path / "r2.json").exists()
+
+
+def test_a_worker_without_the_launcher_key_registers_nothing(tmp_path, capsys):
+    s3, network = FakeS3(), FakeNetwork()
+    assert _pod(1, s3, FakeSsh(network, IPS[1]), FakeTime().clock(), tmp_path=tmp_path) == 1
+    assert s3.puts == [] and network.servers == {}
+    assert f"no SSH key from the launcher (pod 0) at {RUN}launcher.pub within 600 s" in capsys.readouterr().out
+
+
+def test_a_single_node_has_nothing_to_test_across(tmp_path, capsys):
+    s3, nccom = FakeS3(), EmulatedNccomTest()
+    argv = ["cluster-test", "--nodes", "1", "--rendezvous", RUN, "--index", "0", "--pod-ip", IPS[0],
+            "--output", str(tmp_path / "r.json")]
+    assert main(argv, identity=pytest.fail, clients=pytest.fail, nccom=nccom, ssh=pytest.fail) == 0
+    assert (s3.puts, nccom.calls, (tmp_path / "r.json").exists()) == ([], [], False)
+    assert capsys.readouterr().out == "a single node has nothing to test across: no cluster all-reduce\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nodes", "2", "--index", "0", "--pod-ip", IPS[0]],
+     "one of the arguments --slurm-job-id --rendezvous is required"),
+    (["--nodes", "2", "--slurm-job-id", "1", "--rendezvous", RUN],
+     "argument --rendezvous: not allowed with argument --slurm-job-id"),
+    (["--nodes", "2", "--rendezvous", "https://reports/run/"],
+     "argument --rendezvous: expected s3://bucket[/prefix], got 'https://reports/run/'"),
+    (["--nodes", "2", "--rendezvous", RUN, "--pod-ip", IPS[0]], "--rendezvous needs --index"),
+    (["--nodes", "2", "--rendezvous", RUN], "--rendezvous needs --index and --pod-ip"),
+    (["--nodes", "2", "--rendezvous", RUN, "--index", "-1", "--pod-ip", IPS[0]],
+     "argument --index: expected an index >= 0, got '-1'"),
+    (["--nodes", "4", "--rendezvous", RUN, "--index", "4", "--pod-ip", IPS[0]], "--index 4 is not below --nodes 4"),
+    (["--nodes", "2", "--rendezvous", RUN, "--index", "0", "--pod-ip", "$(POD_IP)"],
+     "argument --pod-ip: expected this pod's IPv4 address such as $(POD_IP), got '$(POD_IP)'"),
+    (["--nodes", "2", "--rendezvous", RUN, "--index", "0", "--pod-ip", IPS[0], "--rendezvous-seconds", "x"],
+     "argument --rendezvous-seconds: expected a number of seconds >= 0, got 'x'"),
+    (["--nodes", "2", "--rendezvous", RUN, "--index", "0", "--pod-ip", IPS[0], "--result-uri", "s3://b/k.json"],
+     f"--result-uri is for --slurm-job-id; with --rendezvous the result goes to {RUN}result.json"),
+    (["--nodes", "2", "--slurm-job-id", "1", "--index", "0", "--rendezvous-seconds", "5"],
+     "--index, --rendezvous-seconds: only with --rendezvous"),
+])
+def test_rendezvous_usage_errors_are_messages(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cluster-test", *argv], identity=pytest.fail, clients=pytest.fail, nccom=EmulatedNccomTest(),
+             ssh=pytest.fail)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(f": error: {message}\n")
+
+
+# -- the real OpenSSH layer, with a recording runner ------------------------------------------
+class Commands:
+    """Records argv; ssh-keygen leaves a key pair behind as the real one does."""
+
+    def __init__(self, codes=None, stderr=""):
+        self.calls, self.codes, self.stderr = [], codes or {}, stderr
+
+    def __call__(self, argv, timeout_s):
+        self.calls.append(list(argv))
+        if argv[0] == "ssh-keygen":
+            path = argv[argv.index("-f") + 1]
+            with open(path, "w") as key, open(path + ".pub", "w") as public:
+                key.write("PRIVATE\n")
+                public.write(f"ssh-ed25519 AAAA{len(self.calls)} root@pod\n")
+        return subprocess.CompletedProcess(argv, self.codes.get(argv[0], 0), "", self.stderr)
+
+
+ENVIRON = {"PATH": "/opt/aws/neuron/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": "/opt/amazon/efa/lib64", "HOME": "/x"}
+
+
+def test_the_pod_sshd_has_its_own_config_key_and_session_environment(tmp_path):
+    commands, state = Commands(), tmp_path / "sshd"
+    state.mkdir()
+    (state / "host_key").write_text("STALE\n")  # ssh-keygen would stop to ask about overwriting it
+    OpenSsh(state, port=2222, home=tmp_path, environ=ENVIRON, run=commands).start_server("ssh-ed25519 AAAA-l\n")
+    assert commands.calls == [
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state / "host_key")],
+        ["/usr/sbin/sshd", "-f", str(state / "sshd_config"), "-E", str(state / "sshd.log")],
+    ]
+    assert (state / "authorized_keys").read_text() == "ssh-ed25519 AAAA-l\n"
+    config = (state / "sshd_config").read_text()
+    assert [line for line in config.splitlines() if not line.startswith("#")] == [
+        "Port 2222",
+        f"HostKey {state}/host_key",
+        f"AuthorizedKeysFile {state}/authorized_keys",
+        f"PidFile {state}/sshd.pid",
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        'SetEnv "PATH=/opt/aws/neuron/bin:/usr/bin:/bin" "LD_LIBRARY_PATH=/opt/amazon/efa/lib64"',
+    ]
+    assert 'SetEnv "PATH=/bin"\n' in OpenSsh(state, environ={"PATH": "/bin"}).config_text()
+    assert "SetEnv" not in OpenSsh(state, environ={}).config_text()
+
+
+def test_an_sshd_that_does_not_start_quotes_its_log(tmp_path):
+    state = tmp_path / "sshd"
+    state.mkdir()
+    (state / "sshd.log").write_text("Missing privilege separation directory: /run/sshd\n")
+    ssh = OpenSsh(state, environ=ENVIRON, run=Commands(codes={"/usr/sbin/sshd": 255}))
+    with pytest.raises(SshError, match=r"^/usr/sbin/sshd exited 255: Missing privilege separation directory: "
+                                       r"/run/sshd$"):
+        ssh.start_server("ssh-ed25519 AAAA-l")
+
+
+def test_the_client_key_is_where_ssh_looks_and_the_probe_runs_true_as_root(tmp_path):
+    commands = Commands()
+    ssh = OpenSsh(tmp_path / "sshd", home=tmp_path / "root", run=commands)
+    assert ssh.create_key() == "ssh-ed25519 AAAA1 root@pod"
+    assert (tmp_path / "root" / ".ssh").stat().st_mode & 0o777 == 0o700
+    assert commands.calls[0][-2:] == ["-f", str(tmp_path / "root" / ".ssh" / "id_ed25519")]
+    assert ssh.probe("10.0.1.11") is None
+    assert commands.calls[1] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", "22",
+                                 "root@10.0.1.11", "true"]
+    refused = OpenSsh(run=Commands(codes={"ssh": 255}, stderr="Warning: added\nroot@10.0.1.11: Permission denied "
+                                                               "(publickey).\n"))
+    assert refused.probe("10.0.1.11") == "root@10.0.1.11: Permission denied (publickey)."
+
+
+def test_commands_that_fail_to_start_or_finish_exit_255(tmp_path):
+    done = run_command(["sh", "-c", "echo out; echo err >&2; exit 3"], 5)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+    missing = run_command([str(tmp_path / "absent")], 5)
+    assert missing.returncode == 255 and missing.stderr.startswith(f"cannot run {tmp_path / 'absent'}: ")
+    slow = run_command(["sleep", "5"], 0.05)
+    assert (slow.returncode, slow.stderr) == (255, "sleep did not finish within 0.05 s")
