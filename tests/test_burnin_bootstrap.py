@@ -140,3 +140,44 @@ def test_no_drain_without_slurm_or_on_a_pass(monkeypatch, tmp_path, code, flags)
     report = FAILED if code else {"verdict": {"passed": True, "failures": []}}
     assert _bootstrap(monkeypatch, tmp_path, code, report, *flags, slurm=slurm) == code
     assert slurm.calls == []
+
+
+class Exec(Exception):
+    """os.execv does not return; the stub stops the bootstrap where the real call would replace it."""
+
+
+def test_cluster_test_mode_fetches_the_package_then_becomes_the_cluster_test(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bootstrap, "INSTALL_DIR", tmp_path)
+    fetched, execs = [], []
+    monkeypatch.setattr(bootstrap, "fetch_package", lambda uri, region: fetched.append((uri, region)))
+    monkeypatch.setattr(bootstrap, "run_burnin", pytest.fail)
+    monkeypatch.setattr(bootstrap, "KubernetesNode", pytest.fail)
+
+    def execv(path, argv):
+        execs.append((path, argv))
+        raise Exec
+
+    monkeypatch.setattr(bootstrap.os, "execv", execv)
+    arguments = ["--nodes", "4", "--rendezvous", "s3://reports/cluster-test/run-1/", "--index", "2",
+                 "--pod-ip", "10.0.1.12", "--instance-type", "trn2.48xlarge", "--region", "us-east-2"]
+    with pytest.raises(Exec):
+        bootstrap.main(["--package", "s3://assets/pkg.zip", "--region", "us-east-2", "--cluster-test", "--",
+                        *arguments])
+    launcher = str(tmp_path / "bin" / "trn-burnin")
+    assert fetched == [("s3://assets/pkg.zip", "us-east-2")]
+    assert execs == [(launcher, [launcher, "cluster-test", *arguments])]
+    assert capsys.readouterr().out == f"running: {' '.join([launcher, 'cluster-test', *arguments])}\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "the burn-in needs --reports"),
+    (["--cluster-test", "--slurm"], "--kubernetes-node and --slurm are for the burn-in, not --cluster-test"),
+    (["--cluster-test", "--kubernetes-node", "ip-10-0-1-12"],
+     "--kubernetes-node and --slurm are for the burn-in, not --cluster-test"),
+])
+def test_mode_usage_errors_stop_before_any_download(monkeypatch, capsys, flags, message):
+    monkeypatch.setattr(bootstrap, "fetch_package", pytest.fail)
+    with pytest.raises(SystemExit) as exit_info:
+        bootstrap.main(["--package", "s3://assets/pkg.zip", "--region", "us-east-2", *flags, "--", "--nodes", "2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(f": error: {message}\n")

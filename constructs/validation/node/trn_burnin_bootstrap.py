@@ -7,12 +7,19 @@ before anything else is installed.
 
     trn_burnin_bootstrap.py --package s3://.../pkg.zip --reports s3://bucket/prefix/ --region R
         [--kubernetes-node NAME | --slurm] -- <arguments for `python -m trn_burnin run`>
+    trn_burnin_bootstrap.py --package s3://.../pkg.zip --region R
+        --cluster-test -- <arguments for `python -m trn_burnin cluster-test`>
 
-It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the gate's cluster all-reduce) run the
-same package with the same interpreter. On EKS it records the verdict on the Node; with --slurm a
-failing node is drained with the reason, so `sinfo -R` says why.
+It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the gate's cluster all-reduce on
+Slurm) run the same package with the same interpreter. On EKS it records the verdict on the Node;
+with --slurm a failing node is drained with the reason, so `sinfo -R` says why.
 
-Exit code: the burn-in's (0 only when the node passed), so a failing node is not put in service.
+With --cluster-test (the gate's cluster all-reduce on EKS, in pods of an image without the package)
+it fetches the package the same way, then becomes `trn-burnin cluster-test`: no burn-in, nothing
+recorded on the Node.
+
+Exit code: the burn-in's (0 only when the node passed), so a failing node is not put in service;
+with --cluster-test, the cluster test's own.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 INSTALL_DIR = Path("/opt/trn-kit")
 # Under INSTALL_DIR; the gate's Slurm job calls it by its full path (trn_constructs.validation).
@@ -99,6 +107,14 @@ def run_burnin(reports: str, region: str, burnin_args: list[str], report_path: P
     ]
     print("running:", " ".join(command), flush=True)
     return subprocess.run(command, check=False).returncode
+
+
+def exec_cluster_test(arguments: list[str]) -> NoReturn:
+    """Replace this process with the cluster test, so its exit code and signals are the pod's."""
+    launcher = str(INSTALL_DIR / LAUNCHER)
+    command = [launcher, "cluster-test", *arguments]
+    print("running:", " ".join(command), flush=True)
+    os.execv(launcher, command)
 
 
 def failure_summary(report: dict | None) -> str:
@@ -225,15 +241,24 @@ def drain_slurm_node(reason: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", required=True, help="s3:// URI of the zipped trn_burnin package")
-    parser.add_argument("--reports", required=True, help="s3://bucket/prefix/ for the node report")
+    parser.add_argument("--reports", help="s3://bucket/prefix/ for the node report (the burn-in needs it)")
     parser.add_argument("--region", required=True)
     parser.add_argument("--kubernetes-node", help="on EKS: the Node to label and untaint")
     parser.add_argument("--slurm", action="store_true", help="on Slurm: drain this node when it fails")
-    parser.add_argument("burnin_args", nargs=argparse.REMAINDER, help="-- then trn_burnin run arguments")
+    parser.add_argument("--cluster-test", action="store_true",
+                        help="run `trn_burnin cluster-test` with the arguments after -- instead of the burn-in")
+    parser.add_argument("burnin_args", nargs=argparse.REMAINDER,
+                        help="-- then trn_burnin run (or cluster-test) arguments")
     args = parser.parse_args(argv)
     burnin_args = args.burnin_args[1:] if args.burnin_args[:1] == ["--"] else args.burnin_args
+    if args.cluster_test and (args.kubernetes_node or args.slurm):
+        parser.error("--kubernetes-node and --slurm are for the burn-in, not --cluster-test")
+    if not args.cluster_test and not args.reports:
+        parser.error("the burn-in needs --reports")
 
     fetch_package(args.package, args.region)
+    if args.cluster_test:
+        exec_cluster_test(burnin_args)
     report_path = INSTALL_DIR / "last-report.json"
     code = run_burnin(args.reports, args.region, burnin_args, report_path)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
