@@ -142,16 +142,18 @@ def mask_asset_hashes(text: str) -> str:
 
 
 def masked_template(template: Any) -> Any:
-    """``template`` with asset hashes masked, as a snapshot compares it. CDK orders some lists of
-    asset ARNs by their hashes; once masked, those lists are sorted so the order holds still."""
+    """``template`` with asset hashes masked, as a snapshot compares it. CDK orders asset ARNs in
+    some lists by their hashes; once masked, they are sorted among the places they hold in the list,
+    so the order holds still while other items stay where they are."""
 
     def settle(value: Any) -> Any:
         if isinstance(value, dict):
             return {key: settle(item) for key, item in value.items()}
         if isinstance(value, list):
             items = [settle(item) for item in value]
-            if items and all(isinstance(i, str) and "<asset-hash>" in i for i in items):
-                return sorted(items)
+            places = [i for i, item in enumerate(items) if isinstance(item, str) and "<asset-hash>" in item]
+            for place, item in zip(places, sorted(items[i] for i in places)):
+                items[place] = item
             return items
         return value
 

@@ -42,3 +42,11 @@ def test_snapshot(variant, snapshot):
     # One JSON file per variant under __snapshots__/, reviewable as a CloudFormation diff.
     _, synthesized = variant
     assert masked_template(synthesized.template_json) == snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_masking_orders_asset_arns_among_their_places_only():
+    hash_a, hash_b = "a" * 64, "b" * 64
+    template = {"Resource": [f"arn:{hash_b}.zip", {"Ref": "Bucket"}, f"arn:{hash_a}.py"]}
+    assert masked_template(template) == {
+        "Resource": ["arn:<asset-hash>.py", {"Ref": "Bucket"}, "arn:<asset-hash>.zip"]
+    }
