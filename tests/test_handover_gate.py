@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from aws_cdk.assertions import Match
 
+from tests.burnin.nccom_emulation import EmulatedNccomTest
+from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh
 from tests.conftest import synth
-from tests.test_eks_manifests import applied_manifests
+from tests.test_eks_manifests import TOKEN_VALUES, applied_manifests
+from trn_burnin import cli
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
-from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME
+from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME, Clock
 from trn_constructs.validation import CLUSTER_TEST_PREFIX, NODE_LAUNCHER, REPORTS_PREFIX
 from trn_constructs.validation.eks import (
     BURN_IN_IMAGE, CLUSTER_TEST_IMAGE, CLUSTER_TEST_SERVICE_ACCOUNT, NAMESPACE, SERVICE_ACCOUNT,
 )
+from trn_constructs.validation.handler import index as gate_handler
 from trn_constructs.validation.node import trn_burnin_bootstrap as bootstrap
 
 
@@ -448,3 +454,72 @@ def test_eks_all_reduce_pods_may_only_read_the_package_and_use_their_folder(eks)
     assert statements[2]["Condition"] == {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}}
     written = [part for part in statements[1]["Resource"]["Fn::Join"][1] if isinstance(part, str)]
     assert written[-1] == f"/{CLUSTER_TEST_PREFIX}*"
+
+
+# -- the EKS all-reduce end to end, in EMULATION (S3, SSH and nccom-test are the fakes of tests/burnin) --
+class BecameClusterTest(Exception):
+    """Stands in for the bootstrap's execv: carries the arguments the pod's process would get."""
+
+
+def resolved(value):
+    """A gate property or manifest value with its CloudFormation tokens resolved as TOKEN_VALUES say."""
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(resolved(part) for part in parts)
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return TOKEN_VALUES[value["Fn::GetAtt"][1]]
+    if isinstance(value, dict) and "Ref" in value:
+        return TOKEN_VALUES["Ref"]
+    return value
+
+
+def pod_process_arguments(container: dict, index: int, monkeypatch) -> list[str]:
+    """What the bootstrap in pod ``index`` hands the cluster test, given the Job's own arguments."""
+    expanded = {"$(PACKAGE_URL)": "s3://cdk-assets/package.zip", "$(INDEX)": str(index), "$(POD_IP)": f"10.0.1.1{index}"}
+    fetched = []
+    monkeypatch.setattr(bootstrap, "fetch_package", lambda uri, region: fetched.append((uri, region)))
+
+    def become(arguments):
+        raise BecameClusterTest(arguments)
+
+    monkeypatch.setattr(bootstrap, "exec_cluster_test", become)
+    with pytest.raises(BecameClusterTest) as became:
+        bootstrap.main([expanded.get(argument, argument) for argument in container["args"]])
+    assert fetched == [("s3://cdk-assets/package.zip", "us-east-2")]
+    return became.value.args[0]
+
+
+def test_eks_job_pods_and_second_stage_agree_on_arguments_and_keys(eks, monkeypatch, tmp_path):
+    # The synthesized Job's arguments pass the bootstrap's parser and the cluster test's; its four
+    # pods meet in (emulated) S3 under the run folder; the second gate stage finds and passes the
+    # result pod 0 wrote, with the bucket, folder and names the stack gave it.
+    job, _ = cluster_test_job(eks)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    pods = job["spec"]["completions"]
+    monkeypatch.setattr(cli, "DEFAULT_CLUSTER_TEST_OUTPUT", tmp_path / "result.json")
+    arguments = {index: pod_process_arguments(container, index, monkeypatch) for index in range(pods)}
+    s3, network, nccom = FakeS3(), FakeNetwork(), EmulatedNccomTest(busbw_gibps=150.0)
+    clock = Clock(sleep=lambda seconds: time.sleep(0.002))
+
+    def pod(index: int) -> int:
+        return cli.main(["cluster-test", *arguments[index]], identity=pytest.fail, clients=lambda service: s3,
+                        nccom=nccom, ssh=FakeSsh(network, f"10.0.1.1{index}"), clock=clock)
+
+    with ThreadPoolExecutor(max_workers=pods) as pool:
+        codes = list(pool.map(pod, reversed(range(pods))))
+    assert codes == [0] * pods and len(nccom.calls) == 1
+
+    _, stage = gate_of(eks, "cluster-test")
+    properties = {key: resolved(value) for key, value in stage["Properties"].items() if key != "ServiceToken"}
+    monkeypatch.setattr(gate_handler, "client", lambda service: s3)
+    outcome = gate_handler.is_complete({
+        "RequestType": "Create", "RequestId": "stage-two", "ResourceProperties": properties,
+        "Data": {"Deadline": "2999-01-01T00:00:00+00:00"},
+    })
+    assert outcome["IsComplete"] is True
+    assert outcome["Data"]["Summary"].startswith(f"Cluster all-reduce across {pods} nodes: ")
+    folder = properties["RunPrefix"]
+    assert {key for _, key in s3.objects} == {
+        folder + properties["LauncherKeyName"], folder + properties["ResultName"],
+        *(f"{folder}{properties['HostsDir']}{index}.json" for index in range(1, pods)),
+    }
