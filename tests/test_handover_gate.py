@@ -450,10 +450,34 @@ def test_eks_all_reduce_pods_may_only_read_the_package_and_use_their_folder(eks)
         if p["Properties"]["PolicyName"].startswith("EksClusterTestPodRole")
     ]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "s3:ListBucket"]
-    assert statements[2]["Condition"] == {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}}
-    written = [part for part in statements[1]["Resource"]["Fn::Join"][1] if isinstance(part, str)]
-    assert written[-1] == f"/{CLUSTER_TEST_PREFIX}*"
+    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:ListBucket", ["s3:GetObject", "s3:PutObject"]]
+    # The package only: the bootstrap reaches the pods in their ConfigMap.
+    assert statements[0]["Resource"].endswith(".zip")
+    assert statements[1]["Condition"] == {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}}
+    used = [part for part in statements[2]["Resource"]["Fn::Join"][1] if isinstance(part, str)]
+    assert used[-1] == f"/{CLUSTER_TEST_PREFIX}*"
+
+
+def test_eks_second_stage_may_list_and_read_the_run_folder_and_nothing_more(eks):
+    (policy,) = [
+        p for p in eks.template.find_resources("AWS::IAM::Policy").values()
+        if p["Properties"]["PolicyName"].startswith("HandoverGateIsComplete")
+    ]
+    granted = set()
+    for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+        if statement["Action"] == "s3:ListBucket":
+            (prefix,) = statement["Condition"]["StringLike"]["s3:prefix"]
+            granted.add(("s3:ListBucket", prefix))
+        elif statement["Action"] == "s3:GetObject":
+            for resource in statement["Resource"]:
+                granted.add(("s3:GetObject", resource["Fn::Join"][1][-1]))
+        else:
+            granted.add((statement["Action"], statement["Resource"]))
+    assert granted == {
+        ("s3:ListBucket", f"{REPORTS_PREFIX}*"), ("s3:GetObject", f"/{REPORTS_PREFIX}*"),
+        ("s3:ListBucket", f"{CLUSTER_TEST_PREFIX}*"), ("s3:GetObject", f"/{CLUSTER_TEST_PREFIX}*"),
+        ("ec2:DescribeInstances", "*"),
+    }
 
 
 # -- the EKS all-reduce end to end, in EMULATION (S3, SSH and nccom-test are the fakes of tests/burnin) --

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aws_cdk import CustomResource, Duration, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
@@ -113,27 +114,29 @@ class BurnInArtifacts(Construct):
             ),
         ]
 
-    def cluster_test_statements(self) -> list[iam.PolicyStatement]:
-        """The cluster all-reduce's pods: read the package and bootstrap; meet, and leave the
-        result, under the cluster-test prefix; nothing more."""
+    def cluster_test_folder_statements(self, object_actions: list[str]) -> list[iam.PolicyStatement]:
+        """List the cluster-test prefix, and ``object_actions`` on the objects under it."""
         return [
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    *(asset.bucket.arn_for_objects(asset.s3_object_key)
-                      for asset in (self.package, self.bootstrap)),
-                    self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*"),
-                ],
-            ),
-            iam.PolicyStatement(
-                actions=["s3:PutObject"],
-                resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
-            ),
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
                 resources=[self.bucket.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{self.cluster_test_prefix}*"]}},
             ),
+            iam.PolicyStatement(
+                actions=object_actions,
+                resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
+            ),
+        ]
+
+    def cluster_test_statements(self) -> list[iam.PolicyStatement]:
+        """The cluster all-reduce's pods: read the package (their bootstrap comes in a
+        ConfigMap); meet, and leave the result, under the cluster-test prefix; nothing more."""
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.package.bucket.arn_for_objects(self.package.s3_object_key)],
+            ),
+            *self.cluster_test_folder_statements(["s3:GetObject", "s3:PutObject"]),
         ]
 
     def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
@@ -213,6 +216,14 @@ class ClusterTestJob:
     run_prefix: str  # in the reports bucket: the rendezvous folder and result of this run
     job_name: str
     namespace: str
+
+
+def allow_cluster_test_folder(
+    is_complete: lambda_.IFunction, artifacts: BurnInArtifacts, actions: list[str], reason: str
+) -> None:
+    for statement in artifacts.cluster_test_folder_statements(actions):
+        is_complete.add_to_role_policy(statement)
+    acknowledge(is_complete, arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"), reason)
 
 
 class HandoverGate(Construct):
@@ -298,6 +309,14 @@ class HandoverGate(Construct):
         )
         if cluster_test:
             self._allow_cluster_test(is_complete, artifacts, cluster_test)
+        elif cluster_test_follows:
+            allow_cluster_test_folder(
+                is_complete,
+                artifacts,
+                ["s3:GetObject"],
+                "The gate's second stage lists the run's folder under the cluster-test prefix, "
+                "one folder per deployment request, and reads the result the Job's first pod wrote",
+            )
         wait = Duration.minutes(burn_in.timeout_minutes)
         self._provider = cr.Provider(
             self,
@@ -407,7 +426,7 @@ class HandoverGate(Construct):
 
     @staticmethod
     def _allow_cluster_test(
-        is_complete: IConstruct, artifacts: BurnInArtifacts, cluster_test: SlurmClusterTest
+        is_complete: lambda_.IFunction, artifacts: BurnInArtifacts, cluster_test: SlurmClusterTest
     ) -> None:
         """Run one command on the head node, follow it, and keep the run's marker and result."""
         stack = Stack.of(artifacts)
@@ -417,23 +436,16 @@ class HandoverGate(Construct):
         run_shell = stack.format_arn(
             service="ssm", account="", resource="document", resource_name="AWS-RunShellScript"
         )
-        for statement in (
-            iam.PolicyStatement(actions=["ssm:SendCommand"], resources=[head_node, run_shell]),
-            iam.PolicyStatement(actions=["ssm:GetCommandInvocation"], resources=["*"]),
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[artifacts.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{artifacts.cluster_test_prefix}*"]}},
-            ),
-            iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:PutObject"],
-                resources=[artifacts.bucket.arn_for_objects(f"{artifacts.cluster_test_prefix}*")],
-            ),
-        ):
-            is_complete.add_to_role_policy(statement)
-        acknowledge(
+        is_complete.add_to_role_policy(
+            iam.PolicyStatement(actions=["ssm:SendCommand"], resources=[head_node, run_shell])
+        )
+        is_complete.add_to_role_policy(
+            iam.PolicyStatement(actions=["ssm:GetCommandInvocation"], resources=["*"])
+        )
+        allow_cluster_test_folder(
             is_complete,
-            arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"),
+            artifacts,
+            ["s3:GetObject", "s3:PutObject"],
             "The gate writes the run's submission marker and reads the result under the "
             "cluster-test prefix, one folder per deployment request",
         )
