@@ -17,7 +17,8 @@ verdict: its exit code says only whether a verdict came, the launcher's says wha
 Each pod runs an sshd of its own configuration (the image's /etc/ssh/sshd_config is left alone),
 which hands sessions the container's PATH and LD_LIBRARY_PATH: sshd does not pass on the
 environment a container starts with, and nccom-test's remote side needs the Neuron tools and the
-EFA and MPI libraries.
+EFA and MPI libraries. The launcher's ssh client skips host key checks through its own
+``~/.ssh/config`` (SSH_CLIENT_CONFIG), not the image's, since nccom-test's mpirun runs plain ssh.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ COMMAND_TIMEOUT_S = 60  # ssh-keygen, sshd's start and one SSH check
 MAX_PARALLEL_PROBES = 32
 SSHD = "/usr/sbin/sshd"
 SSHD_STATE_DIR = Path("/tmp/trn-burnin-sshd")
+# Debian's and Ubuntu's sshd refuses to start without it; images often lack it, as no init script ran.
+SSHD_PRIVSEP_DIR = Path("/run/sshd")
+# The launcher's ~/.ssh/config, for the probe's ssh and mpirun's alike. Pods' addresses are new every
+# run and their host keys are generated for it, so there is no known host key to check them against.
+# LogLevel ERROR: else "Warning: Permanently added ..." on every login could be the probe's last line.
+SSH_CLIENT_CONFIG = """\
+# Written by trn_burnin.rendezvous for the cluster all-reduce.
+Host *
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    LogLevel ERROR
+"""
 # What nccom-test's remote side needs from the container's environment (see the module docstring).
 SESSION_VARIABLES = ("PATH", "LD_LIBRARY_PATH")
 
@@ -258,6 +271,7 @@ class OpenSsh:
 
     state_dir: Path = SSHD_STATE_DIR
     port: int = SSH_PORT
+    privsep_dir: Path = SSHD_PRIVSEP_DIR
     home: Path = field(default_factory=Path.home)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     run: Runner = run_command
@@ -275,6 +289,9 @@ class OpenSsh:
         ssh_dir.chmod(0o700)
         key = ssh_dir / "id_ed25519"  # where ssh, and so mpirun, looks without being told
         self._keygen(key)
+        config = ssh_dir / "config"  # read before the image's /etc/ssh/ssh_config, and so it wins
+        config.write_text(SSH_CLIENT_CONFIG)
+        config.chmod(0o600)
         return key.with_name(key.name + ".pub").read_text().strip()
 
     def config_text(self) -> str:
@@ -291,7 +308,7 @@ class OpenSsh:
             "KbdInteractiveAuthentication no",
             # No PAM stack to satisfy in a container; the key is the only way in.
             "UsePAM no",
-            # The files above belong to root in a private folder; skip the home-folder checks.
+            # AuthorizedKeysFile's path runs through /tmp, which is world-writable: StrictModes would refuse it.
             "StrictModes no",
             # sshd keeps only the first SetEnv line: every variable goes on this one.
             *([f"SetEnv {' '.join(session)}"] if session else []),
@@ -300,6 +317,7 @@ class OpenSsh:
 
     def start_server(self, authorized_key: str) -> None:
         state = self.state_dir
+        self.privsep_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         (state / "authorized_keys").write_text(authorized_key.strip() + "\n")
         self._keygen(state / "host_key")
@@ -311,6 +329,7 @@ class OpenSsh:
             raise SshError(f"{SSHD} exited {done.returncode}: {_last_line(done.stderr, logged) or 'no output'}")
 
     def probe(self, ip: str) -> str | None:
+        # No host key options: ~/.ssh/config must let it in, as it must let in mpirun's plain ssh.
         done = self.run(["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
                          "-p", str(self.port), f"root@{ip}", "true"], COMMAND_TIMEOUT_S)
         return None if done.returncode == 0 else _last_line(done.stderr) or f"ssh exited {done.returncode}"

@@ -3,6 +3,7 @@ and nccom-test (tests/burnin/rendezvous_fakes.py, nccom_emulation.py), and the r
 files and commands with a recording runner instead of processes."""
 
 import json
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -215,10 +216,12 @@ ENVIRON = {"PATH": "/opt/aws/neuron/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": "/opt
 
 
 def test_the_pod_sshd_has_its_own_config_key_and_session_environment(tmp_path):
-    commands, state = Commands(), tmp_path / "sshd"
+    commands, state, privsep = Commands(), tmp_path / "sshd", tmp_path / "run" / "sshd"
     state.mkdir()
     (state / "host_key").write_text("STALE\n")  # ssh-keygen would stop to ask about overwriting it
-    OpenSsh(state, port=2222, home=tmp_path, environ=ENVIRON, run=commands).start_server("ssh-ed25519 AAAA-l\n")
+    ssh = OpenSsh(state, port=2222, privsep_dir=privsep, home=tmp_path, environ=ENVIRON, run=commands)
+    ssh.start_server("ssh-ed25519 AAAA-l\n")
+    assert stat.S_IMODE(privsep.stat().st_mode) == 0o755  # sshd's privilege separation directory
     assert commands.calls == [
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(state / "host_key")],
         ["/usr/sbin/sshd", "-f", str(state / "sshd_config"), "-E", str(state / "sshd.log")],
@@ -245,18 +248,24 @@ def test_an_sshd_that_does_not_start_quotes_its_log(tmp_path):
     state = tmp_path / "sshd"
     state.mkdir()
     (state / "sshd.log").write_text("Missing privilege separation directory: /run/sshd\n")
-    ssh = OpenSsh(state, environ=ENVIRON, run=Commands(codes={"/usr/sbin/sshd": 255}))
+    ssh = OpenSsh(state, privsep_dir=tmp_path, environ=ENVIRON, run=Commands(codes={"/usr/sbin/sshd": 255}))
     with pytest.raises(SshError, match=r"^/usr/sbin/sshd exited 255: Missing privilege separation directory: "
                                        r"/run/sshd$"):
         ssh.start_server("ssh-ed25519 AAAA-l")
 
 
-def test_the_client_key_is_where_ssh_looks_and_the_probe_runs_true_as_root(tmp_path):
-    commands = Commands()
+def test_the_client_key_and_config_are_where_ssh_looks_and_the_probe_runs_true_as_root(tmp_path):
+    commands, ssh_dir = Commands(), tmp_path / "root" / ".ssh"
+    ssh_dir.mkdir(parents=True)
+    (ssh_dir / "config").write_text("Host *\n    StrictHostKeyChecking yes\n")  # the image's, if any
+    (ssh_dir / "config").chmod(0o664)
     ssh = OpenSsh(tmp_path / "sshd", home=tmp_path / "root", run=commands)
     assert ssh.create_key() == "ssh-ed25519 AAAA1 root@pod"
-    assert (tmp_path / "root" / ".ssh").stat().st_mode & 0o777 == 0o700
-    assert commands.calls[0][-2:] == ["-f", str(tmp_path / "root" / ".ssh" / "id_ed25519")]
+    assert ssh_dir.stat().st_mode & 0o777 == 0o700
+    assert commands.calls[0][-2:] == ["-f", str(ssh_dir / "id_ed25519")]
+    assert stat.S_IMODE((ssh_dir / "config").stat().st_mode) == 0o600  # ssh refuses a config others may write
+    assert [line for line in (ssh_dir / "config").read_text().splitlines() if not line.startswith("#")] == [
+        "Host *", "    StrictHostKeyChecking no", "    UserKnownHostsFile /dev/null", "    LogLevel ERROR"]
     assert ssh.probe("10.0.1.11") is None
     assert commands.calls[1] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", "22",
                                  "root@10.0.1.11", "true"]
