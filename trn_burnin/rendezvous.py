@@ -31,6 +31,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
@@ -121,32 +122,35 @@ class RunFolder:
     def from_uri(cls, uri: str, clients: ClientFactory) -> "RunFolder":
         return cls(*parse_s3_uri(uri), clients)
 
+    @cached_property
+    def s3(self) -> Any:  # once: the pods look every few seconds
+        return self.clients("s3")
+
     def uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
     def names(self, under: str = "") -> set[str]:
         """Object names (relative to the prefix) starting with ``under``."""
-        s3, names, token = self.clients("s3"), set(), {}
+        names, token = set(), {}
         while True:
-            page = s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + under, **token)
+            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + under, **token)
             names.update(item["Key"][len(self.prefix):] for item in page.get("Contents", ()))
             if not page.get("IsTruncated"):
                 return names
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def read(self, name: str) -> bytes:
-        return self.clients("s3").get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
+        return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
 
     def read_if_present(self, name: str) -> bytes | None:
         return self.read(name) if name in self.names(name) else None
 
     def put_text(self, name: str, text: str) -> str:
-        self.clients("s3").put_object(Bucket=self.bucket, Key=self.prefix + name, Body=text.encode(),
-                                      ContentType="text/plain")
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=text.encode(), ContentType="text/plain")
         return self.uri(name)
 
     def put_json(self, name: str, document: Mapping[str, Any]) -> str:
-        return put_s3_object(document, self.uri(name), self.clients)
+        return put_s3_object(document, self.uri(name), lambda service: self.s3)
 
 
 def host_name(index: int) -> str:

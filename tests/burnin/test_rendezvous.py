@@ -157,6 +157,15 @@ def test_a_worker_without_the_launcher_key_registers_nothing(tmp_path, capsys):
     assert f"no SSH key from the launcher (pod 0) at {RUN}launcher.pub within 600 s" in capsys.readouterr().out
 
 
+def test_the_run_folder_makes_one_s3_client(tmp_path):
+    s3, made = FakeS3(), []
+    folder = RunFolder.from_uri(RUN, lambda service: made.append(service) or s3)
+    folder.put_text("launcher.pub", "key")
+    folder.put_json("hosts/1.json", {"index": 1, "ip": IPS[1]})
+    assert (folder.names("hosts/"), folder.read_if_present("launcher.pub")) == ({"hosts/1.json"}, b"key")
+    assert made == ["s3"]
+
+
 def test_a_single_node_has_nothing_to_test_across(tmp_path, capsys):
     s3, nccom = FakeS3(), EmulatedNccomTest()
     argv = ["cluster-test", "--nodes", "1", "--rendezvous", RUN, "--index", "0", "--pod-ip", IPS[0],
