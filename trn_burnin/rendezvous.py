@@ -4,15 +4,18 @@ On EKS the handover gate's second stage is an Indexed Job with one pod per passe
 one S3 folder, the run prefix ``s3://<reports bucket>/cluster-test/<run id>/``:
 
 - ``launcher.pub``: the public SSH key of the pod with completion index 0, which runs nccom-test;
-- ``hosts/<index>.json``: each other pod's address, written once its sshd accepts that key;
+- ``hosts/<index>.json``: each other pod's address, written once its sshd accepts that key, or why
+  that pod cannot take part (``{"index": i, "error": "..."}``) when its sshd does not start;
 - ``result.json``: the verdict (cluster_test_schema.json), which the gate waits for.
 
 The launcher (index 0) creates a key pair, starts its own sshd with that key (nccom-test may ssh to
-its own host too), publishes the key, waits for every other pod's address, checks it can log in to
-each, then runs nccom-test on ``--hosts`` <its own address> <the others in index order> and puts
-the verdict. Anything failing before nccom-test still gives a verdict, naming the pod and address.
-Every other pod waits for the key, authorises it in its own sshd, registers, and waits for the
-verdict: its exit code says only whether a verdict came, the launcher's says what it is.
+its own host too), publishes the key, waits until every other pod registered or reported an error,
+checks it can log in to each, then runs nccom-test on ``--hosts`` <its own address> <the others in
+index order> and puts the verdict. Anything failing before nccom-test still gives a verdict, naming
+the pod and address. Every other pod waits for the key, authorises it in its own sshd, registers,
+and waits for the verdict: its exit code says only whether a verdict came, the launcher's says what
+it is. A pod whose sshd does not start registers its error instead, so the launcher need not wait
+out the rendezvous to fail.
 
 Each pod runs an sshd of its own configuration (the image's /etc/ssh/sshd_config is left alone),
 which hands sessions the container's PATH and LD_LIBRARY_PATH: sshd does not pass on the
@@ -72,6 +75,10 @@ T = TypeVar("T")
 
 class SshError(Exception):
     """An SSH step failed; the message quotes the command's last words."""
+
+
+class PodReportedError(Exception):
+    """A pod registered why it cannot take part instead of its address."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ def host_name(index: int) -> str:
 
 
 def registered(folder: RunFolder) -> set[int]:
-    """Indexes of the pods whose address is in the folder."""
+    """Indexes of the pods whose address, or error, is in the folder."""
     pattern = re.escape(HOSTS_DIR) + r"(\d+)\.json"
     return {int(match[1]) for name in folder.names(HOSTS_DIR) if (match := re.fullmatch(pattern, name))}
 
@@ -180,9 +187,12 @@ def _pods(indexes: Iterable[int]) -> str:
 
 
 def _address(folder: RunFolder, index: int) -> str:
-    """The address pod ``index`` registered; ValueError when its document is not one."""
+    """The address pod ``index`` registered; PodReportedError with the error it registered instead,
+    ValueError when its document is neither."""
     try:
         document = json.loads(folder.read(host_name(index)))
+        if document["index"] == index and isinstance(document.get("error"), str):
+            raise PodReportedError(document["error"])
         ip = document["ip"] if document["index"] == index else None
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{type(error).__name__}: {error}") from error
@@ -207,14 +217,16 @@ def lead(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
     print(f"waiting up to {rendezvous_s:g} s for {_pods(others)} to register under {folder.uri(HOSTS_DIR)}",
           flush=True)
     present = clock.poll(lambda: registered(folder), others.issubset, deadline)
+    failures = []
     if not others.issubset(present):
-        return not_run([
-            f"{_pods(others - present)} of {pod.nodes} did not register within {rendezvous_s:g} s "
-            "(see those pods of the cluster-test Job: unscheduled, or their logs say why)"])
-    ips, failures = {pod.index: pod.ip}, []
-    for index in sorted(others):
+        failures.append(f"{_pods(others - present)} of {pod.nodes} did not register within {rendezvous_s:g} s "
+                        "(see those pods of the cluster-test Job: unscheduled, or their logs say why)")
+    ips = {pod.index: pod.ip}
+    for index in sorted(others & present):
         try:
             ips[index] = _address(folder, index)
+        except PodReportedError as error:
+            failures.append(f"pod {index} could not take part: {error}")
         except ValueError as error:
             failures.append(f"pod {index} registered no usable address at {folder.uri(host_name(index))} ({error})")
     if failures:
@@ -242,7 +254,10 @@ def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
     try:
         ssh.start_server(key.decode())
     except SshError as error:
-        return 1, f"cannot start SSH on {pod.name}: {error}"
+        message = f"cannot start SSH on {pod.name}: {error}"
+        where = folder.put_json(host_name(pod.index), {"index": pod.index, "error": message})
+        print(f"told the launcher this pod cannot take part: {where}", flush=True)
+        return 1, message
     where = folder.put_json(host_name(pod.index), {"index": pod.index, "ip": pod.ip})
     print(f"registered {pod.ip}: {where}; waiting for the launcher's verdict", flush=True)
     wait_s = rendezvous_s + nccom_timeout_s + RESULT_GRACE_SECONDS

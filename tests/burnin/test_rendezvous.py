@@ -22,6 +22,7 @@ BUCKET, PREFIX = "reports", "cluster-test/run-1/"
 RUN = f"s3://{BUCKET}/{PREFIX}"
 IPS = ("10.0.1.10", "10.0.1.11", "10.0.1.12", "10.0.1.13")
 TRN2 = ["--instance-type", "trn2.48xlarge"]
+SSHD_DOWN = "/usr/sbin/sshd exited 255: Missing privilege separation directory: /run/sshd"
 
 
 def _argv(index, nodes=4, *extra, tmp_path):
@@ -30,8 +31,8 @@ def _argv(index, nodes=4, *extra, tmp_path):
             *extra]
 
 
-def _pod(index, s3, ssh, clock, nccom=None, tmp_path=None, nodes=4):
-    return main(_argv(index, nodes, tmp_path=tmp_path), identity=pytest.fail, clients=lambda service: s3,
+def _pod(index, s3, ssh, clock, nccom=None, tmp_path=None, nodes=4, extra=()):
+    return main(_argv(index, nodes, *extra, tmp_path=tmp_path), identity=pytest.fail, clients=lambda service: s3,
                 nccom=nccom or EmulatedNccomTest(), ssh=ssh, clock=clock)
 
 
@@ -39,6 +40,10 @@ def _register(s3, *indexes):
     folder = RunFolder(BUCKET, PREFIX, lambda service: s3)
     for index in indexes:
         folder.put_json(f"hosts/{index}.json", {"index": index, "ip": IPS[index]})
+
+
+def _publish_key(s3):
+    RunFolder(BUCKET, PREFIX, lambda service: s3).put_text("launcher.pub", "ssh-ed25519 AAAA-launcher root@pod-0")
 
 
 def _result(s3):
@@ -94,6 +99,35 @@ def test_four_pods_meet_and_pod_0_runs_nccom_test_on_every_host_in_index_order(t
     assert out.count(f"the launcher (pod 0) put its verdict at {RUN}result.json") == 3
 
 
+def test_a_worker_whose_sshd_fails_tells_pod_0_which_fails_without_waiting_out_the_rendezvous(tmp_path, capsys):
+    s3, network = FakeS3(), FakeNetwork()
+    ssh = {index: FakeSsh(network, IPS[index], start_error=SSHD_DOWN if index == 2 else None) for index in range(4)}
+    clock = Clock(sleep=lambda seconds: time.sleep(0.002))
+    nccom = EmulatedNccomTest()
+    rendezvous = ["--rendezvous-seconds", "5"]  # were pod 0 to wait it out, it would say "did not register"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = {index: pool.submit(_pod, index, s3, ssh[index], clock, nccom, tmp_path, extra=rendezvous)
+                for index in (3, 2, 1, 0)}
+        codes = {index: run.result(timeout=10) for index, run in runs.items()}
+    assert codes == {0: 1, 1: 0, 2: 1, 3: 0} and nccom.calls == []
+    message = f"cannot start SSH on pod 2 at 10.0.1.12: {SSHD_DOWN}"
+    assert json.loads(s3.text(BUCKET, PREFIX + "hosts/2.json")) == {"index": 2, "error": message}
+    _not_run(_result(s3), f"pod 2 could not take part: {message}")
+    out = capsys.readouterr().out
+    assert f"told the launcher this pod cannot take part: {RUN}hosts/2.json\n{message}\n" in out
+
+
+def test_pods_that_never_register_and_pods_that_report_errors_are_all_named(tmp_path):
+    s3, fake_time = FakeS3(), FakeTime()
+    _register(s3, 1)
+    RunFolder(BUCKET, PREFIX, lambda service: s3).put_json("hosts/3.json", {"index": 3, "error": "no sshd"})
+    assert _pod(0, s3, FakeSsh(FakeNetwork(), IPS[0]), fake_time.clock(), tmp_path=tmp_path) == 1
+    _not_run(_result(s3), "pod 2 of 4 did not register within 600 s (see those pods of the cluster-test Job: "
+                          "unscheduled, or their logs say why)",
+             "pod 3 could not take part: no sshd")
+    assert fake_time.now_s == 600
+
+
 @pytest.mark.parametrize("present, message", [
     ((1, 3), "pod 2 of 4 did not register within 600 s"),
     ((1,), "pods 2, 3 of 4 did not register within 600 s"),
@@ -131,11 +165,9 @@ def test_a_registration_without_a_usable_address_fails(tmp_path):
 
 def test_a_launcher_whose_sshd_does_not_start_says_so_and_publishes_no_key(tmp_path):
     s3 = FakeS3()
-    ssh = FakeSsh(FakeNetwork(), IPS[0], start_error="/usr/sbin/sshd exited 255: Missing privilege separation "
-                                                     "directory: /run/sshd")
+    ssh = FakeSsh(FakeNetwork(), IPS[0], start_error=SSHD_DOWN)
     assert _pod(0, s3, ssh, FakeTime().clock(), tmp_path=tmp_path) == 1
-    _not_run(_result(s3), "cannot start SSH on pod 0 at 10.0.1.10: /usr/sbin/sshd exited 255: Missing privilege "
-                          "separation directory: /run/sshd")
+    _not_run(_result(s3), f"cannot start SSH on pod 0 at 10.0.1.10: {SSHD_DOWN}")
     assert s3.puts == [PREFIX + "result.json"]
 
 
@@ -148,6 +180,16 @@ def test_a_worker_registers_then_gives_up_without_a_verdict(tmp_path, capsys):
     assert fake_time.now_s == 600 + 360 + 60
     assert capsys.readouterr().out.endswith("no result from the launcher (pod 0) within 1020 s\n")
     assert not (tmp_path / "r2.json").exists()
+
+
+def test_a_worker_whose_sshd_fails_registers_its_error(tmp_path, capsys):
+    s3, network = FakeS3(), FakeNetwork()
+    _publish_key(s3)
+    assert _pod(2, s3, FakeSsh(network, IPS[2], start_error=SSHD_DOWN), FakeTime().clock(), tmp_path=tmp_path) == 1
+    message = f"cannot start SSH on pod 2 at 10.0.1.12: {SSHD_DOWN}"
+    assert json.loads(s3.text(BUCKET, PREFIX + "hosts/2.json")) == {"index": 2, "error": message}
+    assert network.servers == {}
+    assert capsys.readouterr().out == f"told the launcher this pod cannot take part: {RUN}hosts/2.json\n{message}\n"
 
 
 def test_a_worker_without_the_launcher_key_registers_nothing(tmp_path, capsys):
