@@ -49,6 +49,8 @@ DEFAULT_RENDEZVOUS_SECONDS = 600.0
 POLL_SECONDS = 5.0
 # After the rendezvous and nccom-test: the launcher's SSH checks, its verdict and the upload.
 RESULT_GRACE_SECONDS = 60.0
+# What the launcher still needs once its rendezvous is over.
+AFTER_RENDEZVOUS_SECONDS = NCCOM_TIMEOUT_S + RESULT_GRACE_SECONDS
 SSH_PORT = 22  # nccom-test's ssh, through mpirun, uses the default port
 SSH_CONNECT_TIMEOUT_S = 10
 COMMAND_TIMEOUT_S = 60  # ssh-keygen, sshd's start and one SSH check
@@ -242,8 +244,7 @@ def lead(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
     return run_test(HostsPlacement(hosts))
 
 
-def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: float,
-         nccom_timeout_s: float = NCCOM_TIMEOUT_S) -> tuple[int, str]:
+def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: float) -> tuple[int, str]:
     """Any other pod's part: (exit code, what happened). 0 once the launcher put its verdict."""
     start = clock.now()
     key = clock.poll(lambda: folder.read_if_present(LAUNCHER_KEY_NAME), lambda found: found is not None,
@@ -259,9 +260,11 @@ def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
         print(f"told the launcher this pod cannot take part: {where}", flush=True)
         return 1, message
     where = folder.put_json(host_name(pod.index), {"index": pod.index, "ip": pod.ip})
-    print(f"registered {pod.ip}: {where}; waiting for the launcher's verdict", flush=True)
-    wait_s = rendezvous_s + nccom_timeout_s + RESULT_GRACE_SECONDS
-    if not clock.poll(lambda: RESULT_NAME in folder.names(RESULT_NAME), bool, start + wait_s):
+    registered_at = clock.now()
+    # The launcher's rendezvous began before it published the key, so it needs at most this from here.
+    wait_s = rendezvous_s + AFTER_RENDEZVOUS_SECONDS
+    print(f"registered {pod.ip}: {where}; waiting up to {wait_s:g} s for the launcher's verdict", flush=True)
+    if not clock.poll(lambda: RESULT_NAME in folder.names(RESULT_NAME), bool, registered_at + wait_s):
         return 1, f"no result from the launcher (pod 0) within {wait_s:g} s"
     return 0, f"the launcher (pod 0) put its verdict at {folder.uri(RESULT_NAME)}"
 

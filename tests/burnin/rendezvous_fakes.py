@@ -4,7 +4,8 @@
   Like S3, a listing without keys has no "Contents", and long listings come in pages.
 - FakeNetwork / FakeSsh: which pod runs an sshd letting in which key; a probe answers with the
   last line real ssh prints when it cannot log in.
-- FakeTime: a clock that moves only when slept on, so deadlines pass without waiting.
+- FakeTime: a clock that moves only when slept on, so deadlines pass without waiting; what another
+  pod does meanwhile can be set to happen at a given time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 from trn_burnin.rendezvous import Clock, SshError
 
@@ -80,10 +82,22 @@ class FakeSsh:
 class FakeTime:
     now_s: float = 0.0
     naps: list[float] = field(default_factory=list)
+    events: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
+
+    def at(self, seconds: float, event: Callable[[], None]) -> None:
+        """Run ``event`` once the time is ``seconds``: now, or when a nap reaches it."""
+        if seconds <= self.now_s:
+            event()
+        else:
+            self.events.append((seconds, event))
 
     def sleep(self, seconds: float) -> None:
         self.naps.append(seconds)
         self.now_s += seconds
+        due = [event for event in self.events if event[0] <= self.now_s]
+        for event in due:
+            self.events.remove(event)
+            event[1]()
 
     def clock(self) -> Clock:
         return Clock(now=lambda: self.now_s, sleep=self.sleep)
