@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -90,6 +91,16 @@ def _ipv4(text: str) -> str:
     return text
 
 
+def _utc_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.utcoffset() != timedelta(0):  # a time without a zone is no deadline
+        raise argparse.ArgumentTypeError(f"expected a UTC time such as 2026-12-01T12:25:00Z, got {text!r}")
+    return value
+
+
 def _slurm_job_id(text: str) -> str:
     if not re.fullmatch(r"[0-9]+", text):
         raise argparse.ArgumentTypeError(f"expected a Slurm job id such as $SLURM_JOB_ID, got {text!r}")
@@ -162,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     pods.add_argument("--pod-ip", type=_ipv4, metavar="IPV4", help="this pod's address")
     pods.add_argument("--rendezvous-seconds", type=_seconds, metavar="SECONDS",
                       help=f"how long pods wait for each other (default: {DEFAULT_RENDEZVOUS_SECONDS:g})")
+    pods.add_argument("--not-after", type=_utc_time, metavar="TIMESTAMP",
+                      help="when the Job's pods are stopped, in UTC such as 2026-12-01T12:25:00Z: pod 0 shortens "
+                           "the rendezvous so that nccom-test ends before it, the others wait for the result "
+                           "until it")
     cluster.add_argument("--min-bus-bandwidth-fraction", type=_fraction, metavar="F",
                          default=DEFAULT_MIN_BUS_BANDWIDTH_FRACTION,
                          help="bus bandwidth at the largest size must reach F x the instance's EFA bandwidth "
@@ -233,7 +248,8 @@ def _verdict_code(failures: Sequence[Mapping[str, Any]]) -> int:
     return 0 if not failures else 1
 
 
-_RENDEZVOUS_ONLY = (("--index", "index"), ("--pod-ip", "pod_ip"), ("--rendezvous-seconds", "rendezvous_seconds"))
+_RENDEZVOUS_NEEDS = (("--index", "index"), ("--pod-ip", "pod_ip"))
+_RENDEZVOUS_ONLY = (*_RENDEZVOUS_NEEDS, ("--rendezvous-seconds", "rendezvous_seconds"), ("--not-after", "not_after"))
 
 
 def _check_placement(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -247,7 +263,7 @@ def _check_placement(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         bucket, prefix = parse_s3_uri(args.rendezvous)
         parser.error(f"--result-uri is for --slurm-job-id; with --rendezvous the result goes to "
                      f"s3://{bucket}/{prefix}{RESULT_NAME}")
-    missing = [flag for flag, dest in _RENDEZVOUS_ONLY[:2] if getattr(args, dest) is None]
+    missing = [flag for flag, dest in _RENDEZVOUS_NEEDS if getattr(args, dest) is None]
     if missing:
         parser.error(f"--rendezvous needs {' and '.join(missing)}")
     if args.index >= args.nodes:
@@ -277,13 +293,16 @@ def _cluster_test(parser: argparse.ArgumentParser, args: argparse.Namespace,
         folder, pod = RunFolder.from_uri(args.rendezvous, clients), Pod(args.index, args.pod_ip, args.nodes)
         rendezvous_s = DEFAULT_RENDEZVOUS_SECONDS if args.rendezvous_seconds is None else args.rendezvous_seconds
         ssh, clock = ssh or OpenSsh(), clock or Clock()
+        # The rendezvous keeps time on the monotonic clock: convert the wall-clock deadline once.
+        not_after = (None if args.not_after is None
+                     else clock.now() + (args.not_after - datetime.fromisoformat(utc_now())).total_seconds())
         if pod.index != LAUNCHER_INDEX:
-            code, outcome = join(pod, folder, ssh, clock, rendezvous_s)
+            code, outcome = join(pod, folder, ssh, clock, rendezvous_s, not_after)
             print(outcome)
             return code
         result_uri = folder.uri(RESULT_NAME)
         result = lead(pod, folder, ssh, clock, rendezvous_s, run_test,
-                      lambda failures: result_document(spec, plan, floor, utc_now(), failures))
+                      lambda failures: result_document(spec, plan, floor, utc_now(), failures), not_after)
     problems = validate_report(result, load_schema(CLUSTER_TEST_SCHEMA_PATH))
     if problems:  # a bug in this package, not in the cluster
         raise RuntimeError("cluster test result does not match its schema: " + "; ".join(problems))

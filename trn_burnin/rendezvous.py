@@ -17,6 +17,11 @@ and waits for the verdict: its exit code says only whether a verdict came, the l
 it is. A pod whose sshd does not start registers its error instead, so the launcher need not wait
 out the rendezvous to fail.
 
+The Job may give every pod an absolute deadline (``not_after``, on the monotonic clock here), after
+which Kubernetes kills them all. The launcher then ends its rendezvous early enough for nccom-test
+and its verdict to fit before it; the other pods wait for the key no longer and for the verdict
+until then, however late pod 0 started.
+
 Each pod runs an sshd of its own configuration (the image's /etc/ssh/sshd_config is left alone),
 which hands sessions the container's PATH and LD_LIBRARY_PATH: sshd does not pass on the
 environment a container starts with, and nccom-test's remote side needs the Neuron tools and the
@@ -203,12 +208,19 @@ def _address(folder: RunFolder, index: int) -> str:
     return ip
 
 
+def _wait_s(seconds: float, start: float, end: float | None) -> float:
+    """``seconds``, or fewer so that a wait from ``start`` is over by ``end``; never negative."""
+    return seconds if end is None else max(min(seconds, end - start), 0.0)
+
+
 def lead(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: float,
          run_test: Callable[[HostsPlacement], dict[str, Any]],
-         not_run: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
+         not_run: Callable[[list[str]], dict[str, Any]], not_after: float | None = None) -> dict[str, Any]:
     """The launcher's part (index 0): the result document, from ``run_test`` once every pod is
-    reachable, else from ``not_run`` with what went wrong. The caller stores it."""
-    deadline = clock.now() + rendezvous_s
+    reachable, else from ``not_run`` with what went wrong. The caller stores it. ``not_after`` (on
+    ``clock``) is when the Job ends: the rendezvous stops early enough for nccom-test to fit before."""
+    start = clock.now()
+    wait_s = _wait_s(rendezvous_s, start, None if not_after is None else not_after - AFTER_RENDEZVOUS_SECONDS)
     try:
         public_key = ssh.create_key()
         ssh.start_server(public_key)
@@ -216,12 +228,12 @@ def lead(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
         return not_run([f"cannot start SSH on {pod.name}: {error}"])
     print(f"published the launcher's SSH key: {folder.put_text(LAUNCHER_KEY_NAME, public_key)}", flush=True)
     others = set(range(1, pod.nodes))
-    print(f"waiting up to {rendezvous_s:g} s for {_pods(others)} to register under {folder.uri(HOSTS_DIR)}",
+    print(f"waiting up to {wait_s:.0f} s for {_pods(others)} to register under {folder.uri(HOSTS_DIR)}",
           flush=True)
-    present = clock.poll(lambda: registered(folder), others.issubset, deadline)
+    present = clock.poll(lambda: registered(folder), others.issubset, start + wait_s)
     failures = []
     if not others.issubset(present):
-        failures.append(f"{_pods(others - present)} of {pod.nodes} did not register within {rendezvous_s:g} s "
+        failures.append(f"{_pods(others - present)} of {pod.nodes} did not register within {wait_s:.0f} s "
                         "(see those pods of the cluster-test Job: unscheduled, or their logs say why)")
     ips = {pod.index: pod.ip}
     for index in sorted(others & present):
@@ -244,14 +256,18 @@ def lead(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
     return run_test(HostsPlacement(hosts))
 
 
-def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: float) -> tuple[int, str]:
-    """Any other pod's part: (exit code, what happened). 0 once the launcher put its verdict."""
+def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: float,
+         not_after: float | None = None) -> tuple[int, str]:
+    """Any other pod's part: (exit code, what happened). 0 once the launcher put its verdict.
+    ``not_after`` (on ``clock``) is when the Job ends: the pod waits for the key no longer, and for the
+    verdict until then."""
     start = clock.now()
+    key_wait_s = _wait_s(rendezvous_s, start, not_after)
     key = clock.poll(lambda: folder.read_if_present(LAUNCHER_KEY_NAME), lambda found: found is not None,
-                     start + rendezvous_s)
+                     start + key_wait_s)
     if key is None:
         return 1, (f"no SSH key from the launcher (pod 0) at {folder.uri(LAUNCHER_KEY_NAME)} "
-                   f"within {rendezvous_s:g} s")
+                   f"within {key_wait_s:.0f} s")
     try:
         ssh.start_server(key.decode())
     except SshError as error:
@@ -262,10 +278,10 @@ def join(pod: Pod, folder: RunFolder, ssh: Ssh, clock: Clock, rendezvous_s: floa
     where = folder.put_json(host_name(pod.index), {"index": pod.index, "ip": pod.ip})
     registered_at = clock.now()
     # The launcher's rendezvous began before it published the key, so it needs at most this from here.
-    wait_s = rendezvous_s + AFTER_RENDEZVOUS_SECONDS
-    print(f"registered {pod.ip}: {where}; waiting up to {wait_s:g} s for the launcher's verdict", flush=True)
+    wait_s = rendezvous_s + AFTER_RENDEZVOUS_SECONDS if not_after is None else max(not_after - registered_at, 0.0)
+    print(f"registered {pod.ip}: {where}; waiting up to {wait_s:.0f} s for the launcher's verdict", flush=True)
     if not clock.poll(lambda: RESULT_NAME in folder.names(RESULT_NAME), bool, registered_at + wait_s):
-        return 1, f"no result from the launcher (pod 0) within {wait_s:g} s"
+        return 1, f"no result from the launcher (pod 0) within {wait_s:.0f} s"
     return 0, f"the launcher (pod 0) put its verdict at {folder.uri(RESULT_NAME)}"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.burnin.nccom_emulation import EmulatedNccomTest
 from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh, FakeTime
+from trn_burnin import cli
 from trn_burnin.catalog import CATALOG
 from trn_burnin.cli import main
 from trn_burnin.collective import SCHEMA_PATH, AllReducePlan, HostsPlacement, SlurmPlacement
@@ -22,6 +23,7 @@ BUCKET, PREFIX = "reports", "cluster-test/run-1/"
 RUN = f"s3://{BUCKET}/{PREFIX}"
 IPS = ("10.0.1.10", "10.0.1.11", "10.0.1.12", "10.0.1.13")
 TRN2 = ["--instance-type", "trn2.48xlarge"]
+NOW = "2026-12-01T12:00:00Z"
 SSHD_DOWN = "/usr/sbin/sshd exited 255: Missing privilege separation directory: /run/sshd"
 
 
@@ -34,6 +36,12 @@ def _argv(index, nodes=4, *extra, tmp_path):
 def _pod(index, s3, ssh, clock, nccom=None, tmp_path=None, nodes=4, extra=()):
     return main(_argv(index, nodes, *extra, tmp_path=tmp_path), identity=pytest.fail, clients=lambda service: s3,
                 nccom=nccom or EmulatedNccomTest(), ssh=ssh, clock=clock)
+
+
+@pytest.fixture
+def wall_clock(monkeypatch):
+    """The CLI's UTC time, NOW, against which it reads --not-after."""
+    monkeypatch.setattr(cli, "utc_now", lambda: NOW)
 
 
 def _register(s3, *indexes):
@@ -141,6 +149,23 @@ def test_pods_that_never_register_fail_the_test_by_index(tmp_path, capsys, prese
     assert f"FAIL: 1 failure(s)\n  - {message}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("not_after, waited", [
+    ("2026-12-01T12:12:00Z", 300),  # 720 s left, of which nccom-test needs 360 and the verdict 60
+    ("2026-12-01T13:00:00+00:00", 600),  # later than --rendezvous-seconds' end
+    ("2026-12-01T11:00:00Z", 0),  # already past: the verdict at once
+])
+def test_not_after_shortens_pod_0s_rendezvous_to_leave_nccom_test_its_time(tmp_path, capsys, wall_clock,
+                                                                          not_after, waited):
+    s3, fake_time = FakeS3(), FakeTime(now_s=5000.0)  # the monotonic clock has its own origin
+    _register(s3, 1, 3)
+    assert _pod(0, s3, FakeSsh(FakeNetwork(), IPS[0]), fake_time.clock(), tmp_path=tmp_path,
+                extra=["--not-after", not_after]) == 1
+    _not_run(_result(s3), f"pod 2 of 4 did not register within {waited} s (see those pods of the cluster-test "
+                          "Job: unscheduled, or their logs say why)")
+    assert fake_time.now_s == 5000 + waited and (waited or fake_time.naps == [])
+    assert f"waiting up to {waited} s for pods 1, 2, 3 to register under {RUN}hosts/" in capsys.readouterr().out
+
+
 def test_pods_the_launcher_cannot_log_in_to_are_named_with_ssh_last_words(tmp_path):
     s3, network = FakeS3(), FakeNetwork()
     launcher = FakeSsh(network, IPS[0])
@@ -185,6 +210,21 @@ def test_a_worker_registers_then_waits_for_the_verdict_from_then_on_and_gives_up
     assert not (tmp_path / "r2.json").exists()
 
 
+@pytest.mark.parametrize("not_after, outcome, ends_at", [
+    ("2026-12-01T12:25:00Z", "no result from the launcher (pod 0) within 1400 s", 1500),
+    ("2026-12-01T12:01:40Z", "no result from the launcher (pod 0) within 0 s", 100),
+    ("2026-12-01T12:00:50Z", f"no SSH key from the launcher (pod 0) at {RUN}launcher.pub within 50 s", 50),
+])
+def test_with_not_after_a_worker_waits_for_the_key_and_the_verdict_until_then(tmp_path, capsys, wall_clock,
+                                                                              not_after, outcome, ends_at):
+    s3, fake_time = FakeS3(), FakeTime()
+    fake_time.at(100, lambda: _publish_key(s3))
+    assert _pod(2, s3, FakeSsh(FakeNetwork(), IPS[2]), fake_time.clock(), tmp_path=tmp_path,
+                extra=["--not-after", not_after]) == 1
+    assert fake_time.now_s == ends_at
+    assert capsys.readouterr().out.endswith(outcome + "\n")
+
+
 def test_a_worker_whose_sshd_fails_registers_its_error(tmp_path, capsys):
     s3, network = FakeS3(), FakeNetwork()
     _publish_key(s3)
@@ -195,11 +235,12 @@ def test_a_worker_whose_sshd_fails_registers_its_error(tmp_path, capsys):
     assert capsys.readouterr().out == f"told the launcher this pod cannot take part: {RUN}hosts/2.json\n{message}\n"
 
 
-def test_a_worker_without_the_launcher_key_registers_nothing(tmp_path, capsys):
-    s3, network = FakeS3(), FakeNetwork()
-    assert _pod(1, s3, FakeSsh(network, IPS[1]), FakeTime().clock(), tmp_path=tmp_path) == 1
-    assert s3.puts == [] and network.servers == {}
-    assert f"no SSH key from the launcher (pod 0) at {RUN}launcher.pub within 600 s" in capsys.readouterr().out
+@pytest.mark.parametrize("extra, waited", [((), 600), (("--not-after", "2026-12-01T11:59:00Z"), 0)])
+def test_a_worker_without_the_launcher_key_registers_nothing(tmp_path, capsys, wall_clock, extra, waited):
+    s3, network, fake_time = FakeS3(), FakeNetwork(), FakeTime()
+    assert _pod(1, s3, FakeSsh(network, IPS[1]), fake_time.clock(), tmp_path=tmp_path, extra=extra) == 1
+    assert s3.puts == [] and network.servers == {} and fake_time.now_s == waited
+    assert capsys.readouterr().out == f"no SSH key from the launcher (pod 0) at {RUN}launcher.pub within {waited} s\n"
 
 
 def test_the_run_folder_makes_one_s3_client(tmp_path):
@@ -240,6 +281,11 @@ def test_a_single_node_has_nothing_to_test_across(tmp_path, capsys):
      f"--result-uri is for --slurm-job-id; with --rendezvous the result goes to {RUN}result.json"),
     (["--nodes", "2", "--slurm-job-id", "1", "--index", "0", "--rendezvous-seconds", "5"],
      "--index, --rendezvous-seconds: only with --rendezvous"),
+    (["--nodes", "2", "--slurm-job-id", "1", "--not-after", "2026-12-01T12:25:00Z"],
+     "--not-after: only with --rendezvous"),
+    *((["--nodes", "2", "--rendezvous", RUN, "--index", "0", "--pod-ip", IPS[0], "--not-after", bad],
+       f"argument --not-after: expected a UTC time such as 2026-12-01T12:25:00Z, got {bad!r}")
+      for bad in ("12:25", "2026-12-01T12:25:00", "2026-12-01T13:25:00+01:00", "")),
 ])
 def test_rendezvous_usage_errors_are_messages(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
