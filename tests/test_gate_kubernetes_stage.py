@@ -4,6 +4,7 @@ the all-reduce; the second gate resource waits for that Job's result. S3 and EC2
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -54,11 +55,13 @@ def test_stage_one_hands_over_the_count_and_a_run_id_and_leaves_the_verdict_to_s
     props = {k: v for k, v in properties().items() if k != "ClusterTestSkipped"}
     with Aws(monkeypatch, T0) as aws:
         nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
-        data = poll({**props, "ClusterTestRunsNext": "5e1f0c2a9b3d4e6f"})["Data"]
+        data = poll({**props, "ClusterTestRunsNext": {"Fingerprint": "5e1f0c2a9b3d4e6f", "Seconds": "1500"}})["Data"]
     assert data["Summary"] == "2/2 nodes passed the burn-in (policy 100%); median chip throughput 76.3% of peak"
     assert data["PassedNodes"] == "2"
     assert data["RunId"] == index.run_id(REQUEST_ID)
-    assert len(data["RunId"]) == 12 and int(data["RunId"], 16) >= 0
+    assert re.fullmatch("[0-9a-f]{12}", data["RunId"])
+    # The pods' deadline: the Job starts after this, so it cannot outlive its own 1500 s.
+    assert data["ClusterTestNotAfter"] == "2026-11-22T08:25:00Z"  # T0 + 1500 s
     assert index.run_id("another-request") != data["RunId"]
 
 

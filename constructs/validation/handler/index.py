@@ -20,10 +20,11 @@ Stage 2, the cluster all-reduce (``nccom-test`` across the passed nodes), comes 
   poll can win) *before* the job is submitted, so neither a retried nor an overlapping poll submits
   a second job, and ``result.json`` is the node's verdict. Stage 1 ends ``ReserveSeconds`` before
   the deadline so stage 2 always has that long.
-- Kubernetes (``ClusterTestRunsNext``, the fingerprint of that Job): stage 1 completes with
-  ``PassedNodes`` and a ``RunId``; the stack then applies a Job of that many pods, and a second resource of this type
-  (``Stage: cluster-test``) waits for the ``result.json`` the Job's first pod writes under
-  ``RunPrefix``. Its deadline is its own ``TimeoutSeconds``.
+- Kubernetes (``ClusterTestRunsNext``: the ``Fingerprint`` of that Job and its ``Seconds``):
+  stage 1 completes with ``PassedNodes``, a ``RunId`` and ``ClusterTestNotAfter`` (now + Seconds,
+  which the pods plan their waits by); the stack then applies a Job of that many pods, and a second
+  resource of this type (``Stage: cluster-test``) waits for the ``result.json`` the Job's first pod
+  writes under ``RunPrefix``. Its deadline is its own ``TimeoutSeconds``.
 
 The gate never stops, deletes or buys anything; its only action is that one Slurm job.
 """
@@ -52,6 +53,7 @@ MAX_REASONS_PER_NODE = 3
 REPORT_KEY = re.compile(r"(?P<instance>i-[0-9a-f]+)-[^/]+\.json")
 CLUSTER_TEST_STAGE = "cluster-test"
 NOT_ENOUGH_NODES = "Cluster all-reduce not run: it needs 2+ nodes"
+UTC_SECONDS = "%Y-%m-%dT%H:%M:%SZ"  # what the pods' --not-after reads
 RUN_ID_LENGTH = 12  # hex digits: part of a Kubernetes Job name, unique per deployment request
 
 
@@ -229,8 +231,11 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
         outcomes[instance_id] = NodeOutcome(instance_id, False, ("no report before the deadline",))
     summary, passed = decide(settings, list(outcomes.values()), len(instances), replaced)
     run = {"PassedNodes": str(passed), "RunId": run_id(event["RequestId"])}
-    if props.get("ClusterTestRunsNext"):  # the fingerprint of the Job that follows
-        return complete(settings, summary, run)
+    follows = props.get("ClusterTestRunsNext")
+    if follows:
+        # The Job starts after this and runs at most Seconds, so its pods finish by then.
+        not_after = now() + timedelta(seconds=int(follows["Seconds"]))
+        return complete(settings, summary, {**run, "ClusterTestNotAfter": not_after.strftime(UTC_SECONDS)})
     if cluster_test is None:
         reason = props.get("ClusterTestSkipped", "not configured")
         return complete(settings, f"{summary}. Cluster all-reduce not run: {reason}", run)
