@@ -145,8 +145,7 @@ class TrnClusterStack(KitStack):
                 artifacts=self.burn_in,
                 capacity=self.capacity,
                 burn_in=config.burn_in,
-                passed_nodes=self.gate.passed_nodes,
-                run_id=self.gate.run_id,
+                handover=self.gate.handover,
                 after=[trainium_nodes],
             )
             self.gate.wait_for_cluster_test(cluster_test.job)

@@ -21,6 +21,7 @@ TOKEN_VALUES = {
     # The handover gate's first stage: how many nodes passed, and the run's name.
     "PassedNodes": "4",
     "RunId": "0123456789ab",
+    "ClusterTestNotAfter": "2026-12-01T12:25:00Z",
 }
 
 

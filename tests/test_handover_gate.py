@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -344,7 +345,10 @@ def cluster_test_job(eks) -> tuple[dict, list[dict]]:
 
 def test_eks_first_stage_hands_the_all_reduce_to_the_stack(eks):
     _, gate = gate_of(eks)
-    assert gate["Properties"]["ClusterTestRunsNext"] == cluster_test_fingerprint_of(eks)
+    # The Job's fingerprint, and how long it may run: the pods' deadline counts from stage 1's end.
+    assert gate["Properties"]["ClusterTestRunsNext"] == {
+        "Fingerprint": cluster_test_fingerprint_of(eks), "Seconds": "1500",
+    }
     assert "ClusterTestSkipped" not in gate["Properties"]
     assert "ClusterTest" not in gate["Properties"]
     # Stage 1 has the whole burn-in budget: the all-reduce has a resource (and deadline) of its own.
@@ -353,7 +357,7 @@ def test_eks_first_stage_hands_the_all_reduce_to_the_stack(eks):
 
 def cluster_test_fingerprint_of(synthesized) -> str:
     _, gate = gate_of(synthesized)
-    return gate["Properties"]["ClusterTestRunsNext"]
+    return gate["Properties"]["ClusterTestRunsNext"]["Fingerprint"]
 
 
 @pytest.mark.parametrize("change", [
@@ -364,7 +368,7 @@ def test_a_changed_job_runs_the_first_stage_again_under_a_new_name(eks, change):
     # A Job's pod template is immutable: the first stage re-runs (new RunId, new Job) instead.
     # A new burn-in package alone does not (its URL is outside the template), nor re-test nodes.
     fingerprint = cluster_test_fingerprint_of(eks)
-    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{16}", fingerprint)
     # Stable: a second synthesis (the default fraction, spelt out) gives the same fingerprint.
     assert cluster_test_fingerprint_of(synth(orchestrator="eks", clusterTestMinBusBandwidthFraction=0.25)) == fingerprint
     assert cluster_test_fingerprint_of(synth(orchestrator="eks", **change)) != fingerprint
@@ -375,11 +379,15 @@ def test_eks_job_runs_one_pod_per_passed_node_with_every_device(eks):
     job, tokens = cluster_test_job(eks)
     assert {"Fn::GetAtt": [gate, "PassedNodes"]} in tokens
     assert {"Fn::GetAtt": [gate, "RunId"]} in tokens
+    assert {"Fn::GetAtt": [gate, "ClusterTestNotAfter"]} in tokens
     spec = job["spec"]
     assert job["metadata"]["name"] == "trn-kit-allreduce-0123456789ab"
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 4, 4)
-    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 1500)
+    # No retries, and a failing pod leaves the others running, so pod 0 can still name it.
+    assert (spec["backoffLimitPerIndex"], spec["activeDeadlineSeconds"]) == (0, 1500)
+    assert "backoffLimit" not in spec
     pod = spec["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True  # our process is not PID 1, so SIGTERM ends it
     assert pod["nodeSelector"] == {"trn-kit/instance-type": "trn3.48xlarge", bootstrap.LABEL_KEY: "passed"}
     assert "tolerations" not in pod  # a node still under the burn-in taint is not a candidate
     (anti_affinity,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -413,7 +421,7 @@ def test_eks_pods_fetch_the_package_then_meet_in_the_runs_folder(eks):
     assert run == [
         "--nodes", "4",
         "--rendezvous", f"s3://fs-0123456789abcdef0/{CLUSTER_TEST_PREFIX}0123456789ab/",
-        "--index", "$(INDEX)", "--pod-ip", "$(POD_IP)",
+        "--index", "$(INDEX)", "--pod-ip", "$(POD_IP)", "--not-after", "2026-12-01T12:25:00Z",
         "--instance-type", "trn3.48xlarge", "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
         "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
     ]
@@ -521,6 +529,8 @@ def test_eks_job_pods_and_second_stage_agree_on_arguments_and_keys(eks, monkeypa
     (container,) = job["spec"]["template"]["spec"]["containers"]
     pods = job["spec"]["completions"]
     monkeypatch.setattr(cli, "DEFAULT_CLUSTER_TEST_OUTPUT", tmp_path / "result.json")
+    # The pods start 25 minutes before the --not-after that TOKEN_VALUES gives them.
+    monkeypatch.setattr(cli, "utc_now", lambda: "2026-12-01T12:00:00Z")
     arguments = {index: pod_process_arguments(container, index, monkeypatch) for index in range(pods)}
     s3, network, nccom = FakeS3(), FakeNetwork(), EmulatedNccomTest(busbw_gibps=150.0)
     clock = Clock(sleep=lambda seconds: time.sleep(0.002))

@@ -209,6 +209,15 @@ class SlurmClusterTest:
 
 
 @dataclass(frozen=True)
+class ClusterTestHandover:
+    """What the gate's first stage hands to a cluster test that follows it (deploy-time values)."""
+
+    passed_nodes: str  # how many pods to run: one per node that passed
+    run_id: str  # names the Job and its S3 folder, new for each deployment request
+    not_after: str  # UTC time by which the pods must be done (their Job's deadline, at the latest)
+
+
+@dataclass(frozen=True)
 class ClusterTestJob:
     """A cluster all-reduce the stack started (an EKS Job): what the gate waits for."""
 
@@ -234,15 +243,14 @@ class HandoverGate(Construct):
     one Slurm job (SSM Run Command on the head node) that runs the nccom-test all-reduce across
     the passed nodes, and waits for its verdict. With ``cluster_test_follows`` (the fingerprint
     of what runs the all-reduce; a change runs this stage again, naming a new run) it hands the
-    number of passed nodes and a run id to it (``passed_nodes``, ``run_id``), and
+    number of passed nodes, a run id and a deadline to it (``handover``), and
     ``wait_for_cluster_test`` adds the second resource that waits for it.
 
     Attributes:
         summary: one line, e.g. "4/4 nodes passed the burn-in (policy 100%); median chip
             throughput 91.2% of peak. Cluster all-reduce across 4 nodes: ...".
         report_location: s3:// prefix of the node reports.
-        passed_nodes, run_id: deploy-time values of the first stage, for a cluster test that
-            follows it.
+        handover: deploy-time values of the first stage, for a cluster test that follows it.
     """
 
     def __init__(
@@ -347,8 +355,11 @@ class HandoverGate(Construct):
         gate.node.add_dependency(nodes)
         self.summary = gate.get_att_string("Summary")
         self.report_location = gate.get_att_string("ReportLocation")
-        self.passed_nodes = gate.get_att_string("PassedNodes")
-        self.run_id = gate.get_att_string("RunId")
+        self.handover = ClusterTestHandover(
+            passed_nodes=gate.get_att_string("PassedNodes"),
+            run_id=gate.get_att_string("RunId"),
+            not_after=gate.get_att_string("ClusterTestNotAfter"),
+        )
         acknowledge_provider_framework(self._provider, (on_event, is_complete))
 
     def _wait(self, construct_id: str, wait: Duration, properties: dict) -> CustomResource:
@@ -380,7 +391,7 @@ class HandoverGate(Construct):
                 "ResultName": RESULT_NAME,
                 "HostsDir": HOSTS_DIR,
                 "LauncherKeyName": LAUNCHER_KEY_NAME,
-                "Nodes": self.passed_nodes,
+                "Nodes": self.handover.passed_nodes,
                 "JobName": job.job_name,
                 "Namespace": job.namespace,
             },
@@ -402,7 +413,10 @@ class HandoverGate(Construct):
                 artifacts, capacity, burn_in, cluster_test
             )}  # fmt: skip
         if follows:
-            return {"ClusterTestRunsNext": follows}
+            return {"ClusterTestRunsNext": {
+                "Fingerprint": follows,
+                "Seconds": str(int(CLUSTER_TEST_POD_WAIT.to_seconds())),
+            }}  # fmt: skip
         return {"ClusterTestSkipped": skipped or "not configured"}
 
     @staticmethod

@@ -22,6 +22,7 @@ from trn_constructs.validation import (
     BOOTSTRAP_SCRIPT,
     CLUSTER_TEST_POD_WAIT,
     BurnInArtifacts,
+    ClusterTestHandover,
     ClusterTestJob,
     cluster_test_arguments,
 )
@@ -214,17 +215,16 @@ class EksBurnIn(Construct):
 
 def cluster_test_manifests(
     *,
-    run_id: str,
-    nodes: str,
+    handover: ClusterTestHandover,
     bucket: str,
     artifacts: BurnInArtifacts,
     capacity: CapacityTarget,
     burn_in: BurnInConfig,
 ) -> list[dict[str, Any]]:
-    """The service account and an Indexed Job of ``nodes`` pods: one per node that passed the
-    burn-in, each holding all its Neuron and EFA devices. Pod 0 runs nccom-test across the others
-    (trn_burnin.rendezvous); the Job ends by itself either way. ``run_id`` and ``nodes`` are the
-    gate's deploy-time values (placeholders for the fingerprint)."""
+    """The service account and an Indexed Job of one pod per node that passed the burn-in, each
+    holding all its Neuron and EFA devices. Pod 0 runs nccom-test across the others
+    (trn_burnin.rendezvous); the Job ends by itself either way. ``handover`` holds the gate's
+    deploy-time values (placeholders for the fingerprint)."""
     instance = capacity.instance
     region = Stack.of(artifacts).region
     bootstrap_arguments = [
@@ -232,10 +232,11 @@ def cluster_test_manifests(
         "--region", region,
         "--cluster-test",
         "--",
-        "--nodes", nodes,
-        "--rendezvous", f"s3://{bucket}/{cluster_test_run_prefix(artifacts, run_id)}",
+        "--nodes", handover.passed_nodes,
+        "--rendezvous", f"s3://{bucket}/{cluster_test_run_prefix(artifacts, handover.run_id)}",
         "--index", "$(INDEX)",
         "--pod-ip", "$(POD_IP)",
+        "--not-after", handover.not_after,
         *cluster_test_arguments(capacity, burn_in, region),
     ]  # fmt: skip
     return [
@@ -248,22 +249,26 @@ def cluster_test_manifests(
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {
-                "name": CLUSTER_TEST_JOB_PREFIX + run_id,
+                "name": CLUSTER_TEST_JOB_PREFIX + handover.run_id,
                 "namespace": NAMESPACE,
                 "labels": CLUSTER_TEST_LABELS,
             },
             "spec": {
                 "completionMode": "Indexed",
-                "completions": _number(nodes),
-                "parallelism": _number(nodes),
-                # One attempt: a failed pod means the verdict (or its absence) is already final.
-                "backoffLimit": 0,
+                "completions": _number(handover.passed_nodes),
+                "parallelism": _number(handover.passed_nodes),
+                # One attempt per pod, and a failed pod does not end the others (backoffLimit
+                # would): pod 0 still writes the verdict that names it.
+                "backoffLimitPerIndex": 0,
                 # Never hold the devices past the gate's own deadline.
                 "activeDeadlineSeconds": int(CLUSTER_TEST_POD_WAIT.to_seconds()),
                 "template": {
                     "metadata": {"labels": CLUSTER_TEST_LABELS},
                     "spec": {
                         "restartPolicy": "Never",
+                        # The pause process becomes PID 1: our process then gets SIGTERM at the
+                        # deadline (PID 1 ignores it), and sshd's orphans are reaped.
+                        "shareProcessNamespace": True,
                         "serviceAccountName": CLUSTER_TEST_SERVICE_ACCOUNT,
                         # Only nodes that passed: the burn-in labels them and lifts their taint.
                         "nodeSelector": {
@@ -325,8 +330,8 @@ def cluster_test_fingerprint(
     so the gate's first stage carries this: a change runs it again, which names a new Job (and
     run). Deploy-time values stand in as placeholders."""
     manifests = cluster_test_manifests(
-        run_id="RUN", nodes="0", bucket="BUCKET", artifacts=artifacts, capacity=capacity,
-        burn_in=burn_in,
+        handover=ClusterTestHandover(passed_nodes="0", run_id="RUN", not_after="NOT_AFTER"),
+        bucket="BUCKET", artifacts=artifacts, capacity=capacity, burn_in=burn_in,
     )  # fmt: skip
     return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -348,8 +353,7 @@ class EksClusterTest(Construct):
         artifacts: BurnInArtifacts,
         capacity: CapacityTarget,
         burn_in: BurnInConfig,
-        passed_nodes: str,
-        run_id: str,
+        handover: ClusterTestHandover,
         after: list[Construct],
     ) -> None:
         super().__init__(scope, construct_id)
@@ -369,8 +373,7 @@ class EksClusterTest(Construct):
         manifest = cluster.add_manifest(
             "ClusterTest",
             *cluster_test_manifests(
-                run_id=run_id,
-                nodes=passed_nodes,
+                handover=handover,
                 bucket=artifacts.bucket.bucket_name,
                 artifacts=artifacts,
                 capacity=capacity,
@@ -380,7 +383,7 @@ class EksClusterTest(Construct):
         manifest.node.add_dependency(association, *after)
         self.job = ClusterTestJob(
             resource=manifest,
-            run_prefix=cluster_test_run_prefix(artifacts, run_id),
-            job_name=CLUSTER_TEST_JOB_PREFIX + run_id,
+            run_prefix=cluster_test_run_prefix(artifacts, handover.run_id),
+            job_name=CLUSTER_TEST_JOB_PREFIX + handover.run_id,
             namespace=NAMESPACE,
         )
