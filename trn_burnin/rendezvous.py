@@ -38,10 +38,11 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 from trn_burnin.collective import NCCOM_TIMEOUT_S, HostsPlacement
 from trn_burnin.publish import ClientFactory, parse_s3_uri, put_s3_object
@@ -303,6 +304,15 @@ def _last_line(*texts: str) -> str | None:
     return lines[-1] if lines else None
 
 
+@contextmanager
+def _files_of(program: str) -> Iterator[None]:
+    """A file SSH needs that cannot be written is an SSH failure the pods report, not a crash."""
+    try:
+        yield
+    except OSError as error:
+        raise SshError(f"cannot write the files of {program}: {error}") from error
+
+
 @dataclass
 class OpenSsh:
     """OpenSSH's ssh-keygen, sshd and ssh, as root in a pod."""
@@ -323,14 +333,16 @@ class OpenSsh:
 
     def create_key(self) -> str:
         ssh_dir = self.home / ".ssh"
-        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ssh_dir.chmod(0o700)
+        with _files_of("the SSH client"):
+            ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ssh_dir.chmod(0o700)
         key = ssh_dir / "id_ed25519"  # where ssh, and so mpirun, looks without being told
         self._keygen(key)
-        config = ssh_dir / "config"  # read before the image's /etc/ssh/ssh_config, and so it wins
-        config.write_text(SSH_CLIENT_CONFIG)
-        config.chmod(0o600)
-        return key.with_name(key.name + ".pub").read_text().strip()
+        with _files_of("the SSH client"):
+            config = ssh_dir / "config"  # read before the image's /etc/ssh/ssh_config, and so it wins
+            config.write_text(SSH_CLIENT_CONFIG)
+            config.chmod(0o600)
+            return key.with_name(key.name + ".pub").read_text().strip()
 
     def config_text(self) -> str:
         state = self.state_dir
@@ -355,12 +367,14 @@ class OpenSsh:
 
     def start_server(self, authorized_key: str) -> None:
         state = self.state_dir
-        self.privsep_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (state / "authorized_keys").write_text(authorized_key.strip() + "\n")
+        with _files_of("sshd"):
+            self.privsep_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (state / "authorized_keys").write_text(authorized_key.strip() + "\n")
         self._keygen(state / "host_key")
         config, log = state / "sshd_config", state / "sshd.log"
-        config.write_text(self.config_text())
+        with _files_of("sshd"):
+            config.write_text(self.config_text())
         done = self.run([SSHD, "-f", str(config), "-E", str(log)], COMMAND_TIMEOUT_S)  # returns once daemonised
         if done.returncode != 0:
             logged = log.read_text() if log.exists() else ""

@@ -354,6 +354,16 @@ def test_an_sshd_that_does_not_start_quotes_its_log(tmp_path):
         ssh.start_server("ssh-ed25519 AAAA-l")
 
 
+def test_files_ssh_cannot_write_are_an_ssh_failure_not_a_crash(tmp_path):
+    # So a worker still registers its error and pod 0 names it, instead of a traceback in the logs.
+    (tmp_path / "run").write_text("a file where a folder should be\n")
+    ssh = OpenSsh(tmp_path / "sshd", privsep_dir=tmp_path / "run" / "sshd", home=tmp_path / "run", run=Commands())
+    with pytest.raises(SshError, match=r"^cannot write the files of sshd: \[Errno 20\] Not a directory: "):
+        ssh.start_server("ssh-ed25519 AAAA-l")
+    with pytest.raises(SshError, match=r"^cannot write the files of the SSH client: \[Errno 20\] Not a directory: "):
+        ssh.create_key()
+
+
 def test_the_client_key_and_config_are_where_ssh_looks_and_the_probe_runs_true_as_root(tmp_path):
     commands, ssh_dir = Commands(), tmp_path / "root" / ".ssh"
     ssh_dir.mkdir(parents=True)
