@@ -224,6 +224,7 @@ def test_one_pod_per_trainium_node_tolerating_the_taint_and_holding_every_device
     (daemon_set,) = [m for m in burn_in_manifests(eks) if m["kind"] == "DaemonSet"]
     pod = daemon_set["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"trn-kit/instance-type": "trn3.48xlarge"}
+    assert pod["shareProcessNamespace"] is True  # `sleep` is not PID 1: deleting the pod ends it at once
     assert pod["tolerations"] == [
         {"key": BURN_IN_TAINT_KEY, "operator": "Exists", "effect": BURN_IN_TAINT_EFFECT}
     ]

@@ -50,6 +50,9 @@ CLUSTER_TEST_LABELS = {"app.kubernetes.io/name": "trn-kit-cluster-test"}
 
 BOOTSTRAP_VOLUME = {"name": "bootstrap", "configMap": {"name": BOOTSTRAP_CONFIG_MAP}}
 BOOTSTRAP_VOLUME_MOUNT = {"name": "bootstrap", "mountPath": BOOTSTRAP_MOUNT}
+# The pause process becomes PID 1: our process then gets SIGTERM when the pod goes (PID 1 ignores
+# it, so the pod would hold its devices for the whole grace period), and orphans are reaped.
+SIGNALS_REACH_THE_CONTAINER = {"shareProcessNamespace": True}
 
 
 def burn_in_manifests(
@@ -110,6 +113,7 @@ def burn_in_manifests(
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
+                        **SIGNALS_REACH_THE_CONTAINER,
                         "serviceAccountName": SERVICE_ACCOUNT,
                         "nodeSelector": instance_label,
                         "affinity": {"nodeAffinity": {
@@ -266,9 +270,7 @@ def cluster_test_manifests(
                     "metadata": {"labels": CLUSTER_TEST_LABELS},
                     "spec": {
                         "restartPolicy": "Never",
-                        # The pause process becomes PID 1: our process then gets SIGTERM at the
-                        # deadline (PID 1 ignores it), and sshd's orphans are reaped.
-                        "shareProcessNamespace": True,
+                        **SIGNALS_REACH_THE_CONTAINER,
                         "serviceAccountName": CLUSTER_TEST_SERVICE_ACCOUNT,
                         # Only nodes that passed: the burn-in labels them and lifts their taint.
                         "nodeSelector": {
