@@ -25,12 +25,18 @@ TOKEN_VALUES = {
 }
 
 
-def _resolve(part: Any, tokens: list[dict]) -> str:
-    if isinstance(part, str):
-        return part
-    tokens.append(part)
-    if "Fn::GetAtt" in part:
-        return TOKEN_VALUES[part["Fn::GetAtt"][1]]
+def resolved(value: Any, tokens: list[dict] | None = None) -> Any:
+    """``value`` with its CloudFormation tokens resolved as TOKEN_VALUES say; each token met is
+    added to ``tokens``."""
+    if not isinstance(value, dict):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(resolved(part, tokens) for part in parts)
+    if tokens is not None:
+        tokens.append(value)
+    if "Fn::GetAtt" in value:
+        return TOKEN_VALUES[value["Fn::GetAtt"][1]]
     # File system ids and bucket names alike: a realistic name for any other reference.
     return TOKEN_VALUES["Ref"]
 
@@ -43,10 +49,7 @@ def applied_manifests(template_json: dict) -> list[tuple[list[dict], list[dict]]
             continue
         manifest = resource["Properties"]["Manifest"]
         tokens: list[dict] = []
-        if isinstance(manifest, dict):
-            separator, parts = manifest["Fn::Join"]
-            manifest = separator.join(_resolve(part, tokens) for part in parts)
-        applied.append((json.loads(manifest), tokens))
+        applied.append((json.loads(resolved(manifest, tokens)), tokens))
     return applied
 
 

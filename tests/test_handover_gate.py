@@ -13,7 +13,7 @@ from aws_cdk.assertions import Match
 from tests.burnin.nccom_emulation import EmulatedNccomTest
 from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh
 from tests.conftest import synth
-from tests.test_eks_manifests import TOKEN_VALUES, applied_manifests
+from tests.test_eks_manifests import applied_manifests, resolved
 from trn_burnin import cli
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
@@ -494,18 +494,6 @@ class BecameClusterTest(Exception):
     """Stands in for the bootstrap's execv: carries the arguments the pod's process would get."""
 
 
-def resolved(value):
-    """A gate property or manifest value with its CloudFormation tokens resolved as TOKEN_VALUES say."""
-    if isinstance(value, dict) and "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return separator.join(resolved(part) for part in parts)
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        return TOKEN_VALUES[value["Fn::GetAtt"][1]]
-    if isinstance(value, dict) and "Ref" in value:
-        return TOKEN_VALUES["Ref"]
-    return value
-
-
 def pod_process_arguments(container: dict, index: int, monkeypatch) -> list[str]:
     """What the bootstrap in pod ``index`` hands the cluster test, given the Job's own arguments."""
     expanded = {"$(PACKAGE_URL)": "s3://cdk-assets/package.zip", "$(INDEX)": str(index), "$(POD_IP)": f"10.0.1.1{index}"}
@@ -530,7 +518,7 @@ def test_eks_job_pods_and_second_stage_agree_on_arguments_and_keys(eks, monkeypa
     (container,) = job["spec"]["template"]["spec"]["containers"]
     pods = job["spec"]["completions"]
     monkeypatch.setattr(cli, "DEFAULT_CLUSTER_TEST_OUTPUT", tmp_path / "result.json")
-    # The pods start 25 minutes before the --not-after that TOKEN_VALUES gives them.
+    # The pods start 25 minutes before the --not-after that test_eks_manifests.TOKEN_VALUES gives them.
     monkeypatch.setattr(cli, "utc_now", lambda: "2026-12-01T12:00:00Z")
     arguments = {index: pod_process_arguments(container, index, monkeypatch) for index in range(pods)}
     s3, network, nccom = FakeS3(), FakeNetwork(), EmulatedNccomTest(busbw_gibps=150.0)

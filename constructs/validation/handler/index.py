@@ -233,7 +233,8 @@ def is_complete(event: dict[str, Any], _context: Any = None) -> dict[str, Any]:
     run = {"PassedNodes": str(passed), "RunId": run_id(event["RequestId"])}
     follows = props.get("ClusterTestRunsNext")
     if follows:
-        # The Job starts after this and runs at most Seconds, so its pods finish by then.
+        # The Job starts after this and is stopped Seconds after its start: a deadline counted
+        # from now is never later than its own.
         not_after = now() + timedelta(seconds=int(follows["Seconds"]))
         return complete(settings, summary, {**run, "ClusterTestNotAfter": not_after.strftime(UTC_SECONDS)})
     if cluster_test is None:
