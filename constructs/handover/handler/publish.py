@@ -1,0 +1,71 @@
+"""Where the handover's state reaches people: the SSM parameter /trn-kit/<stack>/handover (what
+`make handover` prints), the verdict document in the reports bucket, and the alert topic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from . import aws
+from .aws import iso
+from .settings import Settings
+
+# A standard SSM parameter holds 4 KB: the parameter keeps the gist, the bucket the whole verdict.
+PARAMETER_LIMIT = 4096
+MAX_LISTED = 8
+SUBJECT_LIMIT = 100
+
+
+def _compact(state: dict[str, Any]) -> str:
+    text = json.dumps(state, separators=(",", ":"))
+    if len(text) <= PARAMETER_LIMIT:
+        return text
+    trimmed = {**state, "failed": state.get("failed", [])[:MAX_LISTED], "truncated": True}
+    trimmed["summary"] = trimmed.get("summary", "")[:1000]
+    return json.dumps(trimmed, separators=(",", ":"))[:PARAMETER_LIMIT]
+
+
+def set_state(settings: Settings, state: str, **details: Any) -> None:
+    document = {"state": state, "stack": settings.stack_name, "updated_at": iso(aws.now()), **details}
+    aws.client("ssm").put_parameter(
+        Name=settings.state_parameter, Value=_compact(document), Type="String", Overwrite=True
+    )
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    try:
+        value = aws.client("ssm").get_parameter(Name=settings.state_parameter)["Parameter"]["Value"]
+        return json.loads(value)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ParameterNotFound":
+            return None
+        raise
+    except ValueError:
+        return None
+
+
+def verdict_key(settings: Settings, run_id: str) -> str:
+    return f"{settings.handover_prefix}{run_id}/verdict.json"
+
+
+def publish_verdict(settings: Settings, run_id: str, verdict: dict[str, Any]) -> str:
+    """All three places; returns the verdict's S3 URI."""
+    key = verdict_key(settings, run_id)
+    aws.client("s3").put_object(
+        Bucket=settings.bucket, Key=key, Body=json.dumps(verdict, indent=1).encode(),
+        ContentType="application/json",
+    )  # fmt: skip
+    uri = f"s3://{settings.bucket}/{key}"
+    set_state(settings, verdict["state"], summary=verdict["summary"], verdict=uri, run_id=run_id,
+              failed=[f["instance_id"] for f in verdict.get("failed", [])])
+    ready = verdict["state"] == "ready"
+    subject = (f"{settings.stack_name}: Trainium cluster {'ready' if ready else 'NOT ready'} "
+               f"({verdict['passed_nodes']}/{verdict['expected_nodes']} nodes)")
+    notify(settings, subject, f"{verdict['summary']}\n\nVerdict: {uri}\nReports: {settings.reports_location}")
+    return uri
+
+
+def notify(settings: Settings, subject: str, message: str) -> None:
+    aws.client("sns").publish(TopicArn=settings.topic_arn, Subject=subject[:SUBJECT_LIMIT], Message=message)

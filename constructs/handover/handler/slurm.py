@@ -1,0 +1,125 @@
+"""How the handover acts on a ParallelCluster Slurm cluster.
+
+Everything inside Slurm goes through one SSM Run Command on the head node, which the handover finds
+by ParallelCluster's own tags (a replaced head node is found again). A failed node's replacement is
+EC2's TerminateInstances: ParallelCluster's clustermgtd notices the missing instance within a
+minute and launches a new one for the same static node, which then burns in like any new node.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from . import aws
+from .collective import MARKER_NAME, ClusterRun
+from .settings import Settings, SlurmSettings
+
+SLURM_BIN = "/opt/slurm/bin"
+HEAD_NODE_TAG = "parallelcluster:node-type"
+CLUSTER_NAME_TAG = "parallelcluster:cluster-name"
+JOB_LOG = "/tmp/trn-kit-cluster-test-%j.log"
+FAILED_COMMAND = ("Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "InvalidPlatform", "AccessDenied")
+
+
+def head_node_instance_id(cluster_name: str) -> str:
+    pages = aws.client("ec2").get_paginator("describe_instances").paginate(Filters=[
+        {"Name": f"tag:{CLUSTER_NAME_TAG}", "Values": [cluster_name]},
+        {"Name": f"tag:{HEAD_NODE_TAG}", "Values": ["HeadNode"]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ])  # fmt: skip
+    found = [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    if not found:
+        raise RuntimeError(f"no running head node of ParallelCluster cluster {cluster_name}")
+    return found[0]
+
+
+def send_script(head_node: str, script: str, comment: str) -> str:
+    response = aws.client("ssm").send_command(
+        InstanceIds=[head_node], DocumentName="AWS-RunShellScript", Comment=comment[:100],
+        Parameters={"commands": [script]},
+    )  # fmt: skip
+    return response["Command"]["CommandId"]
+
+
+def command_state(head_node: str, command_id: str) -> tuple[str, str]:
+    """(status, standard output on success, else the end of standard error)."""
+    try:
+        invocation = aws.client("ssm").get_command_invocation(CommandId=command_id, InstanceId=head_node)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "InvocationDoesNotExist":
+            return "Pending", ""
+        raise
+    status = invocation["Status"]
+    if status == "Success":
+        return status, invocation.get("StandardOutputContent", "").strip()
+    return status, invocation.get("StandardErrorContent", "").strip()[-500:]
+
+
+def submit_script(slurm: SlurmSettings, command: tuple[str, ...], nodes: int, result_uri: str) -> str:
+    """sbatch on the head node; $SLURM_JOB_ID is quoted so it expands in the job, not here."""
+    job = [*command, "--nodes", str(nodes), "--result-uri", result_uri]
+    wrapped = " ".join(shlex.quote(part) for part in job) + ' --slurm-job-id "$SLURM_JOB_ID"'
+    return " ".join([
+        f"{SLURM_BIN}/sbatch", "--parsable", "--job-name=trn-kit-cluster-test",
+        f"--partition={slurm.partition}", f"--nodes={nodes}", "--exclusive",
+        # The SSM command's own directory does not exist on the compute nodes, and its
+        # environment has no HOME and no Slurm on PATH (nccom-test's slurm mode calls srun).
+        f"--time={slurm.job_minutes}", "--chdir=/tmp", f"--export=ALL,{slurm.job_environment}",
+        f"--output={JOB_LOG}", "--wrap", shlex.quote(wrapped),
+    ])  # fmt: skip
+
+
+def drain_script(partition: str, reason: str) -> str:
+    """Drain every node of the partition: running jobs finish, nothing new starts."""
+    nodes = f'"$({SLURM_BIN}/sinfo -h -p {partition} -o %N)"'
+    return (
+        f"set -e; nodes={nodes}; "
+        f'[ -n "$nodes" ] && {SLURM_BIN}/scontrol update NodeName="$nodes" State=DRAIN '
+        f"Reason={shlex.quote(reason)}; {SLURM_BIN}/sinfo -h -p {partition} -o '%N %T'"
+    )
+
+
+class SlurmNodes:
+    def __init__(self, settings: Settings):
+        assert settings.slurm is not None
+        self._settings, self._slurm = settings, settings.slurm
+
+    def ensure_capacity(self) -> None:
+        """ParallelCluster launches every static node of the block itself, also at its start."""
+
+    def replace(self, instance_id: str) -> None:
+        aws.client("ec2").terminate_instances(InstanceIds=[instance_id])
+
+    def stop_new_work(self, reason: str) -> str:
+        head_node = head_node_instance_id(self._slurm.cluster_name)
+        command = send_script(head_node, drain_script(self._slurm.partition, reason), "trn-kit: drain before the block ends")
+        return f"drained the Slurm partition {self._slurm.partition} (SSM command {command} on {head_node})"
+
+    # -- the cluster test (collective.ClusterTestRunner) ------------------------------------
+    def submit(self, run: ClusterRun) -> dict[str, str]:
+        assert self._settings.cluster_test is not None
+        head_node = head_node_instance_id(self._slurm.cluster_name)
+        script = submit_script(self._slurm, self._settings.cluster_test.command, run.nodes, run.uri("result.json"))
+        command = send_script(head_node, script, "trn-kit handover: cluster all-reduce")
+        return {"CommandId": command, "HeadNode": head_node}
+
+    def submission_problem(self, run: ClusterRun, marker: dict[str, Any]) -> str | None:
+        if "CommandId" not in marker:
+            return None  # judged at the deadline: the submission may never have been sent
+        state, detail = command_state(marker["HeadNode"], marker["CommandId"])
+        if state in FAILED_COMMAND:
+            return (f"Cluster test could not be submitted on the head node {marker['HeadNode']} "
+                    f"({state}): {detail}")
+        return None
+
+    def where_to_look(self, run: ClusterRun, present: set[str], marker: dict[str, Any]) -> str:
+        if "CommandId" not in marker:
+            return (f"the submission behind {run.uri(MARKER_NAME)} was never sent (the handover "
+                    "stopped in between); deploy again to run a new handover")
+        state, detail = command_state(marker["HeadNode"], marker["CommandId"])
+        job = f"Slurm job {detail}" if state == "Success" and detail else "the Slurm job"
+        return (f"{job} on partition {self._slurm.partition} did not finish (check squeue and "
+                f"{JOB_LOG.replace('%j', '<job id>')} on its first node)")
