@@ -394,3 +394,43 @@ class CloudFormation:
     def describe_stacks(self, StackName, **_):
         return {"Stacks": [{"StackName": "TrnClusterStack", "StackId": StackName, "CreationTime": BLOCK_START,
                             "StackStatus": self.cloud.stack_status}]}
+
+
+class FakeKubernetes:
+    """The Kubernetes API of the fake EKS cluster: a Node per running instance of the block, Jobs
+    whose pods (the cluster test's) write their result to the run's folder after a while."""
+
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.patches: list[tuple[str, Any, str]] = []
+
+    def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        from trn_constructs.handover.handler.kube import KubeError
+
+        if method == "GET" and path.startswith("/api/v1/nodes?labelSelector="):
+            return {"items": [{"metadata": {"name": f"ip-10-0-0-{n.slot}.ec2.internal"}} for n in self.cloud.active()]}
+        if method == "PATCH" and path.startswith("/api/v1/nodes/"):
+            self.patches.append((path, body, content_type))
+            return {}
+        if method == "POST" and path.endswith("/jobs"):
+            name = body["metadata"]["name"]
+            if name in self.jobs:
+                raise KubeError(409, "AlreadyExists")
+            self.jobs[name] = body
+            args = body["spec"]["template"]["spec"]["containers"][0]["args"]
+            prefix = args[args.index("--rendezvous") + 1].split("/", 3)[3]
+            nodes = body["spec"]["completions"]
+            cloud = self.cloud
+
+            def finish() -> None:
+                spec = CATALOG["trn2"]
+                plan, floor = AllReducePlan.for_cluster(spec, nodes), BusBandwidthFloor.for_spec(spec)
+                cloud.put(prefix + "result.json", result_document(
+                    spec, plan, floor, cloud.now.strftime("%Y-%m-%dT%H:%M:%SZ"), [], command=["nccom-test"],
+                    measured=cloud.cluster_busbw_gibps))
+
+            cloud.commands[f"job/{name}"] = {"status": "InProgress", "done_at": cloud.now + cloud.cluster_job,
+                                             "finish": finish}
+            return body
+        raise AssertionError(f"unexpected Kubernetes call {method} {path}")

@@ -44,11 +44,14 @@ def _rolling_back(stack_id: str) -> bool:
     return stack["StackStatus"].endswith("ROLLBACK_IN_PROGRESS")
 
 
-def stop_running(machine: str, cause: str) -> list[str]:
+def stop_running(machine: str, cause: str, keep: str = "") -> list[str]:
+    """Stop every running execution but the one named ``keep``."""
     stepfunctions = aws.client("stepfunctions")
     stopped = []
     for page in stepfunctions.get_paginator("list_executions").paginate(stateMachineArn=machine, statusFilter="RUNNING"):
         for execution in page["executions"]:
+            if execution["name"] == keep:
+                continue
             stepfunctions.stop_execution(executionArn=execution["executionArn"], cause=cause[:256])
             stopped.append(execution["name"])
     return stopped
@@ -88,10 +91,11 @@ def on_event(event: dict[str, Any], settings: Settings | None = None) -> dict[st
         publish.set_state(settings, "staged", summary=summary, block_start=iso(start))
         schedule = {"StartSchedule": _at(start + SCHEDULE_AFTER_START), "StartScheduleState": "ENABLED"}
         return {"PhysicalResourceId": physical_id, "Data": {**data, **schedule, "Mode": MODE_STAGED, "Summary": summary}}
-    superseded = stop_running(machine, "superseded by a new deployment's handover")
+    # A retried request keeps its own execution; any other is superseded by it.
+    name = execution_name(event["RequestId"])
+    superseded = stop_running(machine, "superseded by a new deployment's handover", keep=name)
     if superseded:
         print(f"superseded {', '.join(superseded)}")
-    name = execution_name(event["RequestId"])
     try:
         arn = aws.client("stepfunctions").start_execution(
             stateMachineArn=machine, name=name, input=json.dumps({"trigger": "deploy"}))["executionArn"]
