@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from aws_cdk.aws_logs import RetentionDays
 
 from trn_burnin.catalog import CATALOG, InstanceSpec, apply_overrides, find_by_instance_type
+from trn_constructs.timeline import HANDOVER_MAX_MINUTES, SAFETY, Budgets
 
 T = TypeVar("T")
 
@@ -98,8 +99,6 @@ class CapacityPurchaseConfig:
     latest_start: datetime
     max_upfront_fee_usd: Decimal
     confirm: bool  # False: dry run, the offering is reported and nothing is bought
-    # Synth time is past earliest_start, so a bought block may be active and worth launching into.
-    may_have_started: bool
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,25 @@ class SlurmConfig:
 
 @dataclass(frozen=True)
 class BurnInConfig:
-    """How the handover gate proves the nodes (thresholds per core live in trn_burnin)."""
+    """How the handover proves the nodes."""
 
     dtype: str
     duration_seconds: int
-    # The gate's wait for the nodes (with Slurm's cluster test inside it; EKS's has its own);
-    # CloudFormation waits at most an hour for one resource.
+    # The whole handover, from its start (the block's, or the deploy's after it) to the verdict,
+    # cluster test included; the deploy waits for it inside CloudFormation's hour.
     timeout_minutes: int
     min_healthy_fraction: float
-    # Second gate stage: nccom-test all-reduce across the passed nodes (2+ nodes).
+    # "node": the fraction counts passed nodes; "ultraserver": only nodes of UltraServers whose
+    # every node passed (for jobs that need whole UltraServers).
+    healthy_unit: str
+    # A failed node's instance is terminated and the orchestrator relaunches into its slot, at most
+    # max_replacements times per slot, while a replacement can still finish in the handover's time.
+    replace_failed_nodes: bool
+    max_replacements: int
+    # Per-core rules: X of the catalog's peak, Y of the node's median core.
+    min_peak_fraction: float
+    min_median_fraction: float
+    # The handover's second stage: nccom-test all-reduce across the passed nodes (2+ nodes).
     cluster_test: bool
     # Floor for its bus bandwidth, as a share of the catalog's EFA line rate per instance.
     cluster_test_min_bus_bandwidth_fraction: float
@@ -337,8 +346,13 @@ SETTINGS: Mapping[str, Any] = {
     "imageSsmParameter": "",
     "burnInDtype": "bf16",
     "burnInDurationSeconds": 180,
-    "burnInTimeoutMinutes": 45,
+    "burnInTimeoutMinutes": 55,
     "burnInMinHealthyFraction": 1.0,
+    "burnInHealthyUnit": "node",
+    "burnInReplaceFailedNodes": True,
+    "burnInMaxReplacements": 1,
+    "burnInMinPeakFraction": 0.70,
+    "burnInMinMedianFraction": 0.90,
     "clusterTest": True,
     "clusterTestMinBusBandwidthFraction": 0.25,
     "eksKubernetesVersion": "1.34",
@@ -488,7 +502,6 @@ def _parse_capacity_purchase(
             "block (required with capacityPurchase=true)",
         ),
         confirm=confirm,
-        may_have_started=earliest <= now,
     )
 
 
@@ -596,19 +609,46 @@ def _parse_fsx(ctx: _Context) -> FsxConfig:
     )
 
 
-def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
+def _parse_burn_in(ctx: _Context, instance: InstanceSpec, orchestrator: str, image: str | None) -> BurnInConfig:
     dtypes = instance.core.supported_dtypes
-    return BurnInConfig(
+    units = ("node", "ultraserver") if instance.is_ultraserver else ("node",)
+    config = BurnInConfig(
         dtype=ctx.choice("burnInDtype", dtypes, SETTINGS["burnInDtype"]),
         duration_seconds=ctx.bounded_integer("burnInDurationSeconds", 30, 3600),
-        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 30, 55),
+        timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 30, HANDOVER_MAX_MINUTES),
         min_healthy_fraction=ctx.fraction(
             "burnInMinHealthyFraction", SETTINGS["burnInMinHealthyFraction"]
         ),
+        healthy_unit=ctx.choice("burnInHealthyUnit", units, SETTINGS["burnInHealthyUnit"]),
+        replace_failed_nodes=ctx.boolean("burnInReplaceFailedNodes", SETTINGS["burnInReplaceFailedNodes"]),
+        max_replacements=ctx.bounded_integer("burnInMaxReplacements", 0, 3),
+        min_peak_fraction=ctx.fraction("burnInMinPeakFraction", SETTINGS["burnInMinPeakFraction"]),
+        min_median_fraction=ctx.fraction("burnInMinMedianFraction", SETTINGS["burnInMinMedianFraction"]),
         cluster_test=ctx.boolean("clusterTest", SETTINGS["clusterTest"]),
         cluster_test_min_bus_bandwidth_fraction=ctx.fraction(
             "clusterTestMinBusBandwidthFraction", SETTINGS["clusterTestMinBusBandwidthFraction"]
         ),
+    )
+    _check_budget(config, orchestrator, image)
+    return config
+
+
+def _check_budget(config: BurnInConfig, orchestrator: str, image: str | None) -> None:
+    """Every node's first report and the cluster test must fit the handover (constructs/timeline.py)."""
+    kind = "kit" if image else "default"
+    budgets = Budgets(orchestrator, kind, config.duration_seconds)
+    needed = budgets.first_pass_minutes(config.cluster_test)
+    if needed <= config.timeout_minutes:
+        return
+    longest = budgets.longest_duration_seconds(config.timeout_minutes, config.cluster_test)
+    test = f" and {budgets.cluster_test_minutes} for the cluster test" if config.cluster_test else ""
+    raise _fail(
+        "burnInDurationSeconds",
+        config.duration_seconds,
+        f"at most {longest} with burnInTimeoutMinutes={config.timeout_minutes} on {orchestrator} with the "
+        f"{kind} image: a node needs about {budgets.node_minutes:.0f} minutes from launch to its report "
+        f"(x{SAFETY:g} margin){test}, {needed:.0f} minutes in all (raise burnInTimeoutMinutes, at most "
+        f"{HANDOVER_MAX_MINUTES}, or shorten burnInDurationSeconds)",
     )
 
 
@@ -728,7 +768,7 @@ def parse_config(raw: Mapping[str, Any], now: datetime | None = None) -> Cluster
         log_retention=LOG_RETENTION[retention],
         tags=tags,
         image_ssm_parameter=_parse_image(ctx, orchestrator),
-        burn_in=_parse_burn_in(ctx, capacity.instance),
+        burn_in=_parse_burn_in(ctx, capacity.instance, orchestrator, _parse_image(ctx, orchestrator)),
         eks=_parse_eks(ctx),
         slurm=_parse_slurm(ctx),
     )

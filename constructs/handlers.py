@@ -37,14 +37,15 @@ def handler_function(
     timeout: Duration,
     description: str,
     log_retention: logs.RetentionDays,
+    module: str = "index",
     **options: Any,
 ) -> lambda_.Function:
-    """``index.<entry_point>`` of ``code`` with its own log group; ``options`` go to Function."""
+    """``<module>.<entry_point>`` of ``code`` with its own log group; ``options`` go to Function."""
     function = lambda_.Function(
         scope,
         construct_id,
         runtime=HANDLER_RUNTIME,
-        handler=f"index.{entry_point}",
+        handler=f"{module}.{entry_point}",
         code=code,
         timeout=timeout,
         description=description,

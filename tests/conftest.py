@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +77,58 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def follow_stack_outputs(value: Any, outputs: dict) -> Any:
+    """``value`` with each Fn::GetStackOutput replaced by the producing stack's output value."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::GetStackOutput"}:
+            return outputs[value["Fn::GetStackOutput"]["OutputName"]]["Value"]
+        return {key: follow_stack_outputs(item, outputs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [follow_stack_outputs(item, outputs) for item in value]
+    return value
+
+
+def merged_view(infra: dict, handover: dict) -> dict:
+    """Both stacks' resources as one template, cross-stack references followed: what the cluster
+    is, for assertions that do not care which stack holds a resource."""
+    handover = follow_stack_outputs(handover, infra.get("Outputs", {}))
+    merged: dict[str, Any] = {}
+    for section in ("Parameters", "Conditions", "Resources", "Outputs", "Rules"):
+        first, second = infra.get(section, {}), handover.get(section, {})
+        clash = set(first) & set(second) - {"CDKMetadata", "BootstrapVersion", "CheckBootstrapVersion"}
+        assert not clash, f"{section} in both stacks: {sorted(clash)}"
+        if first or second:
+            merged[section] = {**first, **second}
+    return merged
+
+
 @dataclass(frozen=True)
 class Synthesized:
-    """One synthesized app: its assembly directory and the cluster stack's template."""
+    """One synthesized app: its assembly directory and the cluster's two stacks, the
+    infrastructure (``infra_json``) and the handover with operations (``handover_json``), and both
+    as one merged view (``template_json``, ``template``) for checks of what the cluster is."""
 
     outdir: Path
     stack_name: str
-    template_json: dict
+    infra_stack_name: str
+    infra_json: dict
+    handover_json: dict
+
+    @cached_property
+    def template_json(self) -> dict:
+        return merged_view(self.infra_json, self.handover_json)
 
     @property
     def template(self) -> Template:
         return Template.from_json(self.template_json)
+
+    @property
+    def infra(self) -> Template:
+        return Template.from_json(self.infra_json)
+
+    @property
+    def handover(self) -> Template:
+        return Template.from_json(self.handover_json)
 
     def stack_template_json(self, stack_name: str) -> dict:
         return json.loads((self.outdir / f"{stack_name}.template.json").read_text())
@@ -118,7 +159,9 @@ def _synth(overrides_json: str) -> Synthesized:
     return Synthesized(
         outdir=outdir,
         stack_name=stack.stack_name,
-        template_json=json.loads((outdir / f"{stack.artifact_id}.template.json").read_text()),
+        infra_stack_name=stack.infra.stack_name,
+        infra_json=json.loads((outdir / f"{stack.infra.artifact_id}.template.json").read_text()),
+        handover_json=json.loads((outdir / f"{stack.artifact_id}.template.json").read_text()),
     )
 
 

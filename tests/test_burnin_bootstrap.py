@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trn_constructs.validation import NODE_LAUNCHER
-from trn_constructs.validation.node import trn_burnin_bootstrap as bootstrap
+from trn_constructs.burn_in import NODE_LAUNCHER
+from trn_constructs.burn_in.node import trn_burnin_bootstrap as bootstrap
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = "s3://reports/burn-in/"
@@ -72,7 +72,7 @@ def test_this_node_is_found_by_address_then_host_name(ipv4, hostname, expected):
 
 
 class FakeSlurm:
-    """scontrol as a recording fake; `fail_update` makes the drain itself fail."""
+    """scontrol as a recording fake; `fail_update` makes changes to the node itself fail."""
 
     def __init__(self, fail_update: bool = False):
         self.calls: list[list[str]] = []
@@ -87,13 +87,22 @@ class FakeSlurm:
         return ""
 
 
+ARGS = ["--package", "s3://assets/pkg.zip", "--reports", REPORTS, "--region", "us-east-2"]
+BURN_IN = ["--", "--instance-type", "trn2.48xlarge"]
+
+
 def _bootstrap(monkeypatch, tmp_path, code: int, report: dict | None, *flags: str, slurm: FakeSlurm,
-               ipv4=lambda: "10.0.1.12") -> int:
+               ipv4=lambda: "10.0.1.12", started: list | None = None) -> int:
     monkeypatch.setattr(bootstrap, "INSTALL_DIR", tmp_path)
     monkeypatch.setattr(bootstrap, "fetch_package", lambda uri, region: None)
     monkeypatch.setattr(bootstrap, "run_command", slurm)
     monkeypatch.setattr(bootstrap, "local_ipv4", ipv4)
     monkeypatch.setattr(bootstrap, "short_hostname", lambda: "trainium-st-trn2-3")
+    # `scontrol delete` of a hold that may not exist goes through subprocess.run directly.
+    monkeypatch.setattr(bootstrap.subprocess, "run", lambda argv, **_: slurm.calls.append(argv) or
+                        subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(bootstrap, "start_in_background",
+                        lambda argv, node: (started if started is not None else []).append((argv, node)))
 
     def run(reports, region, args, report_path):
         if report is not None:
@@ -101,44 +110,72 @@ def _bootstrap(monkeypatch, tmp_path, code: int, report: dict | None, *flags: st
         return code
 
     monkeypatch.setattr(bootstrap, "run_burnin", run)
-    return bootstrap.main(["--package", "s3://assets/pkg.zip", "--reports", REPORTS, "--region", "us-east-2",
-                           *flags, "--", "--instance-type", "trn2.48xlarge"])
+    return bootstrap.main([*ARGS, *flags, *BURN_IN])
 
 
-def test_a_failing_slurm_node_is_drained_with_a_short_reason(monkeypatch, tmp_path):
+def test_a_slurm_node_is_held_then_burns_in_in_the_background(monkeypatch, tmp_path):
+    slurm, started = FakeSlurm(), []
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm", slurm=slurm, started=started) == 0
+    assert slurm.calls == [
+        ["/opt/slurm/bin/scontrol", "-o", "show", "nodes"],
+        ["/opt/slurm/bin/scontrol", "delete", "ReservationName=trn-kit-burn-in-trainium-st-trn2-2"],
+        ["/opt/slurm/bin/scontrol", "create", "reservation", "ReservationName=trn-kit-burn-in-trainium-st-trn2-2",
+         "Nodes=trainium-st-trn2-2", "StartTime=now", "Duration=UNLIMITED", "Users=root", "Flags=MAINT,IGNORE_JOBS"],
+    ]
+    # The background run gets the same arguments, told which node it settles.
+    assert started == [([*ARGS, *BURN_IN], "trainium-st-trn2-2")]
+
+
+def test_the_background_run_drains_a_failed_node_with_a_short_reason_then_lifts_the_hold(monkeypatch, tmp_path):
     slurm = FakeSlurm()
-    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm", slurm=slurm) == 1
-    assert slurm.calls[0] == ["/opt/slurm/bin/scontrol", "-o", "show", "nodes"]
-    command, reason = slurm.calls[1][:-1], slurm.calls[1][-1]
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm-node", "trainium-st-trn2-2", slurm=slurm) == 0
+    drain, release = slurm.calls
+    command, reason = drain[:-1], drain[-1]
     assert command == ["/opt/slurm/bin/scontrol", "update", "NodeName=trainium-st-trn2-2", "State=DRAIN"]
     assert reason == (
         "Reason=trn-burnin failed: core 17 (device 2) reached 20.0 TFLOPS bf16, below 70% of the 78.6 "
         "TFLOPS peak; device 0 HBM has 1 uncorrectable ECC events (counter 'mem_ecc_uncorr...; "
         "report s3://reports/burn-in/")
     assert len(reason) - len("Reason=") == bootstrap.MAX_DRAIN_REASON
+    assert release == ["/opt/slurm/bin/scontrol", "delete", "ReservationName=trn-kit-burn-in-trainium-st-trn2-2"]
+
+
+def test_the_background_run_puts_a_passed_node_in_service(monkeypatch, tmp_path):
+    slurm = FakeSlurm()
+    passed = {"verdict": {"passed": True, "failures": []}}
+    assert _bootstrap(monkeypatch, tmp_path, 0, passed, "--slurm-node", "trainium-st-trn2-2", slurm=slurm) == 0
+    assert slurm.calls == [["/opt/slurm/bin/scontrol", "delete", "ReservationName=trn-kit-burn-in-trainium-st-trn2-2"]]
 
 
 def test_no_report_still_says_why_and_metadata_failure_falls_back_to_the_host_name(monkeypatch, tmp_path):
     def no_metadata():
         raise OSError("timed out")
 
+    slurm, started = FakeSlurm(), []
+    assert _bootstrap(monkeypatch, tmp_path, 3, None, "--slurm", slurm=slurm, ipv4=no_metadata, started=started) == 0
+    assert started[0][1] == "trainium-st-trn2-3"
     slurm = FakeSlurm()
-    assert _bootstrap(monkeypatch, tmp_path, 3, None, "--slurm", slurm=slurm, ipv4=no_metadata) == 3
-    assert slurm.calls[1][2:] == ["NodeName=trainium-st-trn2-3", "State=DRAIN",
+    _bootstrap(monkeypatch, tmp_path, 3, None, "--slurm-node", "trainium-st-trn2-3", slurm=slurm)
+    assert slurm.calls[0][2:] == ["NodeName=trainium-st-trn2-3", "State=DRAIN",
                                   "Reason=trn-burnin failed: exit 3, no report; report s3://reports/burn-in/"]
 
 
-def test_a_failed_drain_is_reported_and_keeps_the_exit_code(monkeypatch, tmp_path, capsys):
-    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm", slurm=FakeSlurm(fail_update=True)) == 1
-    assert "could not drain this Slurm node (CalledProcessError: Invalid user for SlurmUser slurm" \
+def test_a_hold_or_drain_that_fails_is_reported_and_never_fails_the_bootstrap(monkeypatch, tmp_path, capsys):
+    started = []
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm", slurm=FakeSlurm(fail_update=True),
+                      started=started) == 0
+    assert "could not hold Slurm node trainium-st-trn2-2 for the burn-in (CalledProcessError: Invalid user" \
+        in capsys.readouterr().out
+    assert started  # the burn-in still runs
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, "--slurm-node", "trainium-st-trn2-2",
+                      slurm=FakeSlurm(fail_update=True)) == 0
+    assert "update NodeName=trainium-st-trn2-2 failed for Slurm node trainium-st-trn2-2 (CalledProcessError" \
         in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("code, flags", [(1, ()), (0, ("--slurm",))])
-def test_no_drain_without_slurm_or_on_a_pass(monkeypatch, tmp_path, code, flags):
+def test_without_slurm_the_exit_code_is_the_burn_ins(monkeypatch, tmp_path):
     slurm = FakeSlurm()
-    report = FAILED if code else {"verdict": {"passed": True, "failures": []}}
-    assert _bootstrap(monkeypatch, tmp_path, code, report, *flags, slurm=slurm) == code
+    assert _bootstrap(monkeypatch, tmp_path, 1, FAILED, slurm=slurm) == 1
     assert slurm.calls == []
 
 

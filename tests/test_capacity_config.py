@@ -41,7 +41,6 @@ def test_defaults_buy_nothing_and_send_no_mail():
 def test_purchase_is_a_dry_run_unless_confirmed():
     purchase = buying().capacity_purchase
     assert purchase.confirm is False
-    assert purchase.may_have_started is False  # the window opens after NOW
     assert purchase.duration_hours == 168
     assert purchase.earliest_start == datetime(2026, 12, 1, tzinfo=timezone.utc)
     assert purchase.latest_start == datetime(2026, 12, 15, tzinfo=timezone.utc)
@@ -79,13 +78,6 @@ def test_a_window_in_the_past_still_synthesizes():
         capacityPurchaseLatestStart="2026-01-06T11:30:00Z",
     ).capacity_purchase
     assert purchase.latest_start < NOW
-    assert purchase.may_have_started is True
-
-
-@pytest.mark.parametrize(("earliest", "started"), [("09:00", True), ("09:01", False)])
-def test_a_block_may_have_started_from_the_earliest_start_on(earliest, started):
-    purchase = buying(capacityPurchaseEarliestStart=f"2026-11-20T{earliest}:00Z").capacity_purchase
-    assert purchase.may_have_started is started
 
 
 def test_settings_are_ignored_without_capacity_purchase():

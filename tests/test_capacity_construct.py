@@ -20,7 +20,7 @@ from tests.capacity.templates import (
     role_statements,
 )
 from tests.conftest import VARIANTS, synth, synth_variant
-from stacks.cluster_stack import DRY_RUN_NOTE, PENDING_NOTE
+from stacks.infra_stack import DRY_RUN_NOTE
 from trn_constructs.handlers import handler_code, handler_function
 
 RESOURCE_TYPE = "Custom::CapacityBlockPurchase"
@@ -70,7 +70,7 @@ def test_dry_run_properties_describe_an_ultraserver_block_and_buy_nothing(dry_ru
         "ConfirmPurchase": "false",
         "InstancePlatform": "Linux/UNIX",
         "Tags": [{"Key": "project", "Value": "trn-cluster"}],
-        "StackName": "TrnClusterStack",
+        "StackName": "TrnClusterStackInfra",
     }
 
 
@@ -172,14 +172,14 @@ def test_dry_run_deploys_only_the_offering_report(dry_run):
         "AWS::EC2::VPC",
         "AWS::FSx::FileSystem",
         "Custom::PclusterCluster",
-        "Custom::TrnBurnInGate",
+        "Custom::TrnHandover",
         "AWS::S3::Bucket",
         "AWS::Events::Rule",
         "AWS::Scheduler::Schedule",
     ):
         assert absent not in types
     assert {RESOURCE_TYPE, "AWS::SNS::Topic"} <= types
-    outputs = dry_run.template_json["Outputs"]
+    outputs = dry_run.infra_json["Outputs"]
     assert set(outputs) == {
         "AlertTopicArn",
         "CapacityPurchaseSummary",
@@ -196,7 +196,7 @@ def test_dry_run_deploys_only_the_offering_report(dry_run):
     assert outputs["CapacityBlockEndDate"]["Value"] == {
         "Fn::GetAtt": [PURCHASE_LOGICAL_ID, "EndDate"]
     }
-    assert dry_run.template_json["Description"].endswith(
+    assert dry_run.infra_json["Description"].endswith(
         " - no cluster yet: Capacity Block purchase only"
     )
 
@@ -211,10 +211,9 @@ def test_confirmed_block_feeds_the_orchestrator_gate_and_outputs(confirmed):
     assert [data["CapacityReservationSpecification"] for data in launch_data] == [
         {"CapacityReservationTarget": {"CapacityReservationId": reservation}}
     ]
-    (gate,) = [gate for gate in resources_of(confirmed, "Custom::TrnBurnInGate").values()
-               if "CapacityReservationId" in gate["Properties"]]
-    assert gate["Properties"]["CapacityReservationId"] == reservation
-    outputs = confirmed.template_json["Outputs"]
+    (gate,) = resources_of(confirmed, "Custom::TrnHandover").values()
+    assert gate["Properties"]["ReservationId"] == reservation
+    outputs = {k: v for k, v in confirmed.template_json["Outputs"].items() if not k.startswith("PublishOutput")}
     assert outputs["CapacityReservationId"]["Value"] == reservation
     assert outputs["CapacityPurchaseMode"]["Value"] == {"Fn::GetAtt": [PURCHASE_LOGICAL_ID, "Mode"]}
     assert "ClusterNotDeployed" not in outputs
@@ -241,32 +240,23 @@ def test_handler_assets_leave_interpreter_caches_out(tmp_path):
     assert sorted(path.name for path in asset.iterdir()) == ["index.py"]
 
 
-def test_a_block_bought_ahead_gets_warnings_but_no_cluster_until_it_can_have_started(
-    bought_ahead, confirmed
-):
-    types = {resource["Type"] for resource in bought_ahead.template_json["Resources"].values()}
-    for absent in ("AWS::EC2::VPC", "AWS::FSx::FileSystem", "Custom::TrnBurnInGate"):
-        assert absent not in types
+def test_a_block_bought_ahead_stages_the_whole_cluster_the_same_as_after_its_start(bought_ahead, confirmed):
+    # Deployed before the block starts, everything but the Trainium instances comes up (the EKS
+    # node group waits at 0) and the handover is armed for the block's start: the same resources
+    # as a deployment after the start, so nothing changes when the block begins.
     assert purchase_of(bought_ahead)["Properties"]["ConfirmPurchase"] == "true"
-    assert {"Custom::CapacityBlockEnd", "AWS::Events::Rule", "AWS::Scheduler::Schedule"} <= types
-    outputs = bought_ahead.template_json["Outputs"]
-    assert outputs["ClusterNotDeployed"]["Value"] == PENDING_NOTE
-    assert outputs["CapacityReservationId"]["Value"] == {
-        "Fn::GetAtt": [PURCHASE_LOGICAL_ID, "CapacityReservationId"]
-    }
-    assert {"CapacityBlockStartDate", "CapacityBlockEndDate", "CapacityEndNoticeTime"} <= set(
-        outputs
-    )
-    # The same purchase and warnings stay when the next deployment adds the cluster.
-    for resource_type in (RESOURCE_TYPE, "Custom::CapacityBlockEnd", "AWS::Scheduler::Schedule"):
-        assert list(resources_of(bought_ahead, resource_type)) == list(
-            resources_of(confirmed, resource_type)
-        )
+    for synthesized in (bought_ahead, confirmed):
+        types = {resource["Type"] for resource in synthesized.template_json["Resources"].values()}
+        assert {"AWS::EC2::VPC", "AWS::FSx::FileSystem", "AWS::EKS::Nodegroup", "Custom::TrnHandover"} <= types
+    assert {k: v["Type"] for k, v in bought_ahead.template_json["Resources"].items()} == {
+        k: v["Type"] for k, v in confirmed.template_json["Resources"].items()}
+    assert "ClusterNotDeployed" not in bought_ahead.template_json["Outputs"]
 
 
 def test_a_block_bought_ahead_is_nag_and_lint_clean(bought_ahead):
     # Not a snapshot variant: its dates follow the clock.
     report = bought_ahead.validation_report()
     assert [v for plugin in report["pluginReports"] for v in plugin["violations"]] == []
-    matches = lint(json.dumps(bought_ahead.template_json), config=ManualArgs(regions=["us-east-2"]))
-    assert [m.rule.id for m in matches if m.rule.id.startswith("E")] == []
+    for template in (bought_ahead.infra_json, bought_ahead.handover_json):
+        matches = lint(json.dumps(template), config=ManualArgs(regions=["us-east-2"]))
+        assert [m.rule.id for m in matches if m.rule.id.startswith("E")] == []

@@ -161,7 +161,8 @@ def test_end_lookup_may_only_read_reservations(default_stack):
 
 def test_schedule_publishes_the_end_notice_at_the_looked_up_time(default_stack):
     lookup, _ = only(default_stack, "Custom::CapacityBlockEnd")
-    _, schedule = only(default_stack, "AWS::Scheduler::Schedule")
+    (schedule,) = [s for name, s in resources_of(default_stack, "AWS::Scheduler::Schedule").items()
+                   if name.startswith("CapacityExpiry")]
     properties = schedule["Properties"]
     assert properties["ScheduleExpression"] == {"Fn::GetAtt": [lookup, "NoticeSchedule"]}
     assert properties["ScheduleExpressionTimezone"] == "Etc/UTC"

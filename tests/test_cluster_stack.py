@@ -13,7 +13,8 @@ def test_outputs_carry_the_capacity_seam_with_descriptions(default_stack):
     }
     for name, value in expected.items():
         template.has_output(name, {"Value": value})
-    outputs = default_stack.template_json["Outputs"]
+    # CDK's own outputs carry the references between the two stacks; every one of the kit's says what it is.
+    outputs = {k: v for k, v in default_stack.template_json["Outputs"].items() if not k.startswith("PublishOutput")}
     assert all(output.get("Description") for output in outputs.values())
     assert {"VpcId", "ComputeSubnetId", "FileSystemId", "FileSystemMountName"} <= set(outputs)
 

@@ -41,7 +41,8 @@ def test_cfn_lint_reports_no_errors(variant):
 def test_snapshot(variant, snapshot):
     # One JSON file per variant under __snapshots__/, reviewable as a CloudFormation diff.
     _, synthesized = variant
-    assert masked_template(synthesized.template_json) == snapshot.use_extension(JSONSnapshotExtension)
+    templates = {synthesized.infra_stack_name: synthesized.infra_json, synthesized.stack_name: synthesized.handover_json}
+    assert masked_template(templates) == snapshot.use_extension(JSONSnapshotExtension)
 
 
 def test_masking_orders_asset_arns_among_their_places_only():

@@ -199,7 +199,10 @@ def test_burn_in_settings_and_trn3_mxfp8():
     config = parse(burnInDtype="mxfp8", burnInMinHealthyFraction="0.75")
     assert config.burn_in.dtype == "mxfp8"  # the default trn3 entry has nc_matmul_mx
     assert config.burn_in.min_healthy_fraction == 0.75
-    assert config.burn_in.timeout_minutes == 45
+    assert config.burn_in.timeout_minutes == 55
+    assert (config.burn_in.replace_failed_nodes, config.burn_in.max_replacements) == (True, 1)
+    assert config.burn_in.healthy_unit == "node"
+    assert (config.burn_in.min_peak_fraction, config.burn_in.min_median_fraction) == (0.7, 0.9)
     assert config.burn_in.duration_seconds == 180
     assert config.burn_in.cluster_test is True
     assert config.burn_in.cluster_test_min_bus_bandwidth_fraction == 0.25

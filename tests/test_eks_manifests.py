@@ -59,7 +59,7 @@ def stack_for_version(request):
     synthesized = synth(
         orchestrator="eks", eksKubernetesVersion=request.param, fsxStorageCapacityGiB=fsx_gib
     )
-    return request.param, fsx_gib, synthesized.template_json
+    return request.param, fsx_gib, synthesized.template_json, synthesized.outdir
 
 
 def test_the_schema_package_covers_every_allowed_kubernetes_version():
@@ -69,7 +69,7 @@ def test_the_schema_package_covers_every_allowed_kubernetes_version():
 
 
 def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_version):
-    version, _, template_json = stack_for_version
+    version, _, template_json, _ = stack_for_version
     applied = applied_manifests(template_json)
     assert applied, "the stack applies manifests"
     kinds = []
@@ -79,9 +79,29 @@ def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_versio
             assert used == version
             kinds.append(manifest["kind"])
     assert sorted(kinds) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Job", "Namespace",
-        "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount", "ServiceAccount",
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
+        "Namespace", "PersistentVolume", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount",
+        "ServiceAccount",
     ]
+
+
+def handover_plan(outdir) -> dict:
+    """The plan.json the stack bundled with the handover's functions."""
+    (path,) = {p.read_text(): p for p in outdir.glob("asset.*/handover_handler/plan.json")}.values()
+    return json.loads(path.read_text())
+
+
+def test_the_cluster_test_job_the_handover_creates_is_valid_for_the_pinned_version(stack_for_version):
+    from trn_constructs.handover.handler.kubernetes import render_job
+
+    version, _, _, outdir = stack_for_version
+    template = handover_plan(outdir)["kubernetes"]["job"]
+    job = render_job(template, {"run_id": "deploy-0123", "nodes": "4", "not_after": "2026-12-10T12:25:00Z",
+                                "bucket": "trnclusterstackinfra-burninreports-0123"}, 4)
+    assert kubernetes_validate.validate(job, version, strict=True) == version
+    assert job["metadata"]["name"] == "trn-kit-allreduce-deploy-0123"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (4, 4)
+    assert "{{" not in json.dumps(job)
 
 
 def shared_storage(template_json: dict) -> tuple[list[dict], list[dict]]:
@@ -94,7 +114,7 @@ def shared_storage(template_json: dict) -> tuple[list[dict], list[dict]]:
 
 
 def test_the_volume_mounts_the_stacks_file_system(stack_for_version):
-    _, fsx_gib, template_json = stack_for_version
+    _, fsx_gib, template_json, _ = stack_for_version
     manifests, tokens = shared_storage(template_json)
     volume, claim = manifests
     file_system = next(
@@ -125,7 +145,7 @@ def test_the_volume_mounts_the_stacks_file_system(stack_for_version):
 
 
 def test_the_csi_driver_is_installed_before_the_volume(stack_for_version):
-    _, _, template_json = stack_for_version
+    _, _, template_json, _ = stack_for_version
     resources = template_json["Resources"]
     [manifest] = [
         resource

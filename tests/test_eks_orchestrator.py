@@ -151,12 +151,21 @@ def test_endpoint_pinned_version_and_admin_access_follow_configuration():
     assert command["Fn::Join"][1][-1] == f" --region us-east-2 --role-arn {ADMIN_ROLE}"
 
 
-def test_without_admin_role_only_the_kubectl_provider_gets_an_access_entry(template):
+def test_without_admin_role_only_the_kubectl_provider_and_the_handover_get_access_entries(eks_stack):
     # The deploying principal is the cluster creator; the kubectl provider's role is CDK's.
-    entry = only(template, "AWS::EKS::AccessEntry")
+    entry = only(eks_stack.infra, "AWS::EKS::AccessEntry")
     assert entry["Properties"]["PrincipalArn"]["Fn::GetAtt"][0].startswith(
         "EksClusterKubectlProviderHandlerServiceRole"
     )
+    # The handover's functions: no access policy, only the Kubernetes group the kit's RBAC binds.
+    entries = eks_stack.handover.find_resources("AWS::EKS::AccessEntry")
+    roles = sorted(e["Properties"]["PrincipalArn"]["Fn::GetAtt"][0] for e in entries.values())
+    assert [r.startswith(p) for r, p in zip(roles, ("HandoverAdvanceServiceRole", "HandoverStopNewWorkServiceRole"))] == [
+        True, True]
+    for entry in entries.values():
+        assert entry["Properties"]["KubernetesGroups"] == ["trn-kit:handover"]
+        assert entry["Properties"]["Type"] == "STANDARD"
+        assert "AccessPolicies" not in entry["Properties"]
 
 
 def test_slurm_stacks_have_no_eks_resources(default_stack):
@@ -167,11 +176,16 @@ def test_slurm_stacks_have_no_eks_resources(default_stack):
 # --- Trainium node group --------------------------------------------------------------------
 
 
-def test_trainium_nodegroup_fills_the_capacity_block(template):
+def test_trainium_nodegroup_waits_at_zero_for_the_handover_and_updates_without_a_spare_slot(template):
     nodegroup = trainium_nodegroup(template)["Properties"]
     count = CDK_CONTEXT["instanceCount"]
     assert nodegroup["AmiType"] == "AL2023_x86_64_NEURON"
-    assert nodegroup["ScalingConfig"] == {"MinSize": count, "MaxSize": count, "DesiredSize": count}
+    assert nodegroup["NodegroupName"] == "trainium"
+    # At 0 until the handover scales its group to the block (so before the block starts, and after
+    # EKS's scale-down at the end of a previous one); never above the block.
+    assert nodegroup["ScalingConfig"] == {"MinSize": 0, "MaxSize": count, "DesiredSize": 0}
+    # An update terminates the old nodes first, all of them at once: a full block has no spare slot.
+    assert nodegroup["UpdateConfig"] == {"MaxUnavailablePercentage": 100, "UpdateStrategy": "MINIMAL"}
     assert nodegroup["NodeRepairConfig"] == {"Enabled": True}
     # One subnet: the compute subnet in the block's AZ, where EFA OS-bypass works.
     assert len(nodegroup["Subnets"]) == 1

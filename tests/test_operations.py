@@ -301,9 +301,7 @@ def test_fsx_free_capacity_alarm_at_a_tenth_of_capacity(variant, capacity_gib):
 
 def test_alarms_start_after_the_handover_gate(each):
     _, synthesized = each
-    # The first gate resource judges the nodes (on EKS a second one waits for the all-reduce).
-    (gate,) = [name for name, gate in synthesized.template.find_resources("Custom::TrnBurnInGate").items()
-               if "CapacityReservationId" in gate["Properties"]]
+    (gate,) = synthesized.handover.find_resources("Custom::TrnHandover")
     for alarm in alarms(synthesized).values():
         assert gate in alarm["DependsOn"]
 
@@ -407,7 +405,7 @@ def slurm_stack():
 
 
 def test_shipper_node_action_installs_with_the_clusters_names(slurm_stack, monkeypatch):
-    telemetry = slurm_stack.telemetry
+    telemetry = slurm_stack.infra.telemetry
     stack = Stack.of(telemetry)
     action = telemetry.node_action()
     assert stack.resolve(action.script) == stack.resolve(telemetry.shipper.s3_object_url)

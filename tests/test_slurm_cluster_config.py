@@ -11,7 +11,6 @@ from tests.conftest import context_with
 from trn_burnin.catalog import CATALOG
 from trn_constructs.config import ConfigError, parse_config
 from trn_constructs.slurm.cluster_config import (
-    COMPUTE_NODE_BOOTSTRAP_SECONDS,
     ClusterSpec,
     CustomAction,
     HeadNodeSpec,
@@ -20,7 +19,6 @@ from trn_constructs.slurm.cluster_config import (
     cluster_name,
     compute_resource_name,
 )
-from trn_constructs.validation import CLUSTER_TEST_RESERVE
 
 BURN_IN = CustomAction(script="s3://kit-assets/burnin/run.sh", args=("--dtype", "bf16"))
 NEURON = CustomAction(
@@ -52,6 +50,8 @@ def example_spec(instance_type: str, instance_count: int) -> ClusterSpec:
         mount_dir="/fsx",
         log_retention_days=30,
         tags={"team": "ml-platform"},
+        head_node_bootstrap_seconds=3000,
+        compute_node_bootstrap_seconds=2100,
     )
 
 
@@ -175,10 +175,20 @@ def test_log_retention_parallelcluster_does_not_accept_is_rejected_for_slurm():
     assert parse_config(context_with({"logRetentionDays": 1096, "orchestrator": "eks"}))
 
 
-def test_parallelcluster_waits_for_a_node_as_long_as_the_gate_does(spec):
+def test_bootstrap_timeouts_are_the_specs(spec):
     timeouts = cluster_configuration(spec)["DevSettings"]["Timeouts"]
-    assert timeouts == {"ComputeNodeBootstrapTimeout": COMPUTE_NODE_BOOTSTRAP_SECONDS}
-    # The gate waits for node reports at most burnInTimeoutMinutes (55) less the cluster test's
-    # reserve; a node still bootstrapping then must not have been abandoned.
-    longest_node_wait = 55 * 60 - CLUSTER_TEST_RESERVE.to_seconds()
-    assert COMPUTE_NODE_BOOTSTRAP_SECONDS > longest_node_wait
+    assert timeouts == {"HeadNodeBootstrapTimeout": 3000, "ComputeNodeBootstrapTimeout": 2100}
+
+
+def test_the_burn_in_never_counts_against_parallelclusters_timeouts():
+    # The burn-in runs after a node's bootstrap (in the background), so however long it is set to
+    # run, the bootstrap timeouts only cover boot and configuration.
+    from trn_constructs.timeline import Budgets
+
+    short, long = Budgets("slurm", "default", 30), Budgets("slurm", "default", 1800)
+    assert short.compute_node_bootstrap_minutes == long.compute_node_bootstrap_minutes
+    assert short.head_node_bootstrap_minutes == long.head_node_bootstrap_minutes
+
+
+def test_a_queue_update_replaces_nodes_without_a_spare_slot(spec):
+    assert cluster_configuration(spec)["Scheduling"]["SlurmSettings"] == {"QueueUpdateStrategy": "TERMINATE"}

@@ -10,7 +10,7 @@ import pytest
 from aws_cdk import App, Fn
 from aws_cdk.assertions import Match, Template
 
-from stacks.cluster_stack import TrnClusterStack
+from stacks.infra_stack import TrnClusterInfraStack
 from tests.conftest import context_with, synth, synth_variant
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import parse_config
@@ -74,7 +74,9 @@ def test_cluster_resource_uses_the_provider_and_its_own_name(template):
 def test_queue_fills_the_capacity_block_with_efa_and_no_placement_group(template, configuration):
     scheduling = configuration["Scheduling"]
     assert scheduling["Scheduler"] == "slurm"
-    assert "SlurmSettings" not in scheduling  # no accounting database
+    # No accounting database; a changed queue replaces its nodes by terminating them first (a full
+    # block has no spare slot), and they burn in before they take work.
+    assert scheduling["SlurmSettings"] == {"QueueUpdateStrategy": "TERMINATE"}
     (queue,) = scheduling["SlurmQueues"]
     assert queue["CapacityType"] == "CAPACITY_BLOCK"
     (resource,) = queue["ComputeResources"]
@@ -184,9 +186,28 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
     ]
 
 
+def test_head_node_keeps_quarantined_nodes_from_clustermgtd(template, configuration):
+    actions = configuration["HeadNode"]["CustomActions"]
+    assert actions["OnNodeConfigured"] == actions["OnNodeUpdated"]
+    assert actions["OnNodeConfigured"]["Script"].endswith(".sh")
+    assert "Args" not in actions["OnNodeConfigured"]
+
+
+def test_bootstrap_timeouts_come_from_the_timeline(configuration):
+    from trn_constructs.timeline import Budgets
+
+    budgets = Budgets("slurm", "default", 180)
+    assert configuration["DevSettings"] == {"Timeouts": {
+        "HeadNodeBootstrapTimeout": budgets.head_node_bootstrap_minutes * 60,
+        "ComputeNodeBootstrapTimeout": budgets.compute_node_bootstrap_minutes * 60,
+    }}
+    # ParallelCluster's own default is never undercut; CloudFormation's hour is never exceeded.
+    assert 2100 <= configuration["DevSettings"]["Timeouts"]["ComputeNodeBootstrapTimeout"]
+    assert 2100 <= configuration["DevSettings"]["Timeouts"]["HeadNodeBootstrapTimeout"] <= 55 * 60
+
+
 def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuration):
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
-    assert "CustomActions" not in configuration["HeadNode"]
     shipper, action = queue["CustomActions"]["OnNodeConfigured"]["Sequence"]
     # Metrics start shipping first, so they flow while the burn-in runs.
     assert shipper["Script"].endswith(".py") and shipper["Args"][0] == "install"
@@ -198,7 +219,8 @@ def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuratio
     assert args[args.index("--dtype") + 1] == "bf16"
     assert args[args.index("--duration") + 1] == "180"
     assert args.index("--") < args.index("--instance-type")
-    burn_in_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "BurnInNodePolicy")
+    assert "--slurm" in args[:args.index("--")]  # hold the node, burn in in the background
+    burn_in_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmBurnInNodePolicy")
     telemetry_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "TelemetryNodePolicy")
     assert queue["Iam"]["AdditionalIamPolicies"] == [
         {"Policy": {"Ref": burn_in_policy}}, {"Policy": {"Ref": telemetry_policy}}
@@ -264,7 +286,7 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
     template = synthesized.template
     configuration = cluster_resource(template)["Properties"]["ClusterConfiguration"]
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
-    burn_in_policy = {"Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "BurnInNodePolicy")}
+    burn_in_policy = {"Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmBurnInNodePolicy")}
     telemetry_policy = {
         "Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "TelemetryNodePolicy")
     }
@@ -333,7 +355,7 @@ def test_a_reservation_known_only_at_deploy_time_flows_into_the_queue(monkeypatc
             existing(capacity, az), reservation_id=Fn.import_value("PurchasedBlockId")
         ),
     )
-    stack = TrnClusterStack(App(), "Probe", config=parse_config(context_with({})))
+    stack = TrnClusterInfraStack(App(), "Probe", config=parse_config(context_with({})), cluster_stack_name="Probe")
     properties = cluster_resource(Template.from_stack(stack))["Properties"]
     (queue,) = properties["ClusterConfiguration"]["Scheduling"]["SlurmQueues"]
     (resource,) = queue["ComputeResources"]

@@ -3,6 +3,9 @@ in the Capacity Block with every EFA interface attached."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from aws_cdk import CfnDynamicReference, CfnDynamicReferenceService, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
@@ -21,6 +24,8 @@ from trn_constructs.eks.scheduling import (
 from trn_constructs.findings import BASIC_EXECUTION, acknowledge, managed_policy_finding
 from trn_constructs.network import Network
 
+# Fixed, so the handover's permissions can name it before the node group exists.
+TRAINIUM_NODEGROUP_NAME = "trainium"
 # Neuron containers (framework, compiler cache, runtime) run to tens of GiB each.
 TRAINIUM_ROOT_VOLUME_GIB = 512
 SYSTEM_ROOT_VOLUME_GIB = 100
@@ -294,16 +299,26 @@ class ClusterNodes(Construct):
             # cfn-lint's instance-type enum cannot know an unpublished Trainium name; the catalog
             # marks it uncertain and configuration may correct it. Only this resource is exempt.
             template.add_metadata("cfn-lint", {"config": {"ignore_checks": ["E3628"]}})
-        return cluster.add_nodegroup_capacity(
+        self.trainium_fingerprint = hashlib.sha256(
+            json.dumps(Stack.of(self).resolve(template.launch_template_data), sort_keys=True).encode()
+        ).hexdigest()[:16]
+        nodegroup = cluster.add_nodegroup_capacity(
             "TrainiumNodes",
+            nodegroup_name=TRAINIUM_NODEGROUP_NAME,
             capacity_type=eks.CapacityType.CAPACITY_BLOCK,
             # A launch template with its own image takes no AMI type (EKS rejects both).
             ami_type=None if image else eks.NodegroupAmiType.AL2023_X86_64_NEURON,
             launch_template_spec=_spec(template),
-            # The block is paid for whole: every reserved instance runs, no scaling.
-            min_size=capacity.instance_count,
+            # Created at 0: the block may not have started, and EKS scales the group to 0 before
+            # every block's end. The handover scales its Auto Scaling group to every reserved
+            # instance when it starts (handler/kubernetes.py); nothing else scales it.
+            min_size=0,
             max_size=capacity.instance_count,
-            desired_size=capacity.instance_count,
+            desired_size=0,
+            # A full block has no spare slot for a new node before an old one goes: an update
+            # terminates the nodes first (MINIMAL), all at once, so it costs one slot cleanup and
+            # boot rather than one per node; every new node burns in before it takes work.
+            max_unavailable_percentage=100,
             # EFA OS-bypass works inside one subnet only, and the block exists in one AZ.
             subnets=ec2.SubnetSelection(subnets=[network.compute_subnet]),
             node_role=self.role,
@@ -317,3 +332,6 @@ class ClusterNodes(Construct):
                 )
             ],
         )
+        # aws-cdk-lib has no property for the update strategy yet.
+        nodegroup.node.default_child.add_property_override("UpdateConfig.UpdateStrategy", "MINIMAL")
+        return nodegroup

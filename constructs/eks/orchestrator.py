@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
@@ -15,9 +15,14 @@ from aws_cdk import aws_logs as logs
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct
 
+from trn_constructs.burn_in import BurnInArtifacts
 from trn_constructs.capacity import CapacityTarget
-from trn_constructs.config import EksConfig
+from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import versions
+from trn_constructs.eks.burn_in import HANDOVER_GROUP, EksBurnIn, cluster_test_job
+from trn_constructs.eks.burn_in import NAMESPACE as BURN_IN_NAMESPACE
+from trn_constructs.eks.identity import associate, pod_identity_role
+from trn_constructs.eks.scheduling import LABEL_PREFIX
 from trn_constructs.eks.manifests import (
     NPD_NAMESPACE,
     NPD_SERVICE_ACCOUNT,
@@ -27,10 +32,15 @@ from trn_constructs.eks.manifests import (
     neuron_chart_values,
     shared_storage_manifests,
 )
-from trn_constructs.eks.nodes import ClusterNodes
-from trn_constructs.findings import acknowledge, managed_policy_finding
+from trn_constructs.eks.nodes import TRAINIUM_NODEGROUP_NAME, ClusterNodes
+from trn_constructs.findings import acknowledge, managed_policy_finding, wildcard_finding
+from trn_constructs.handover.plan import HandoverPlan, KubernetesAccess
 from trn_constructs.network import Network
+from trn_constructs.operations.telemetry import NodeTelemetry
 from trn_constructs.storage import SharedFileSystem
+from trn_constructs.timeline import CLUSTER_TEST_BUDGET_MINUTES
+
+EKS_CLUSTER_TEST_SECONDS = CLUSTER_TEST_BUDGET_MINUTES["eks"] * 60
 
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 CLOUDWATCH_NAMESPACE = "amazon-cloudwatch"
@@ -45,37 +55,9 @@ CONTROL_PLANE_LOG_TYPES = (
 )
 
 
-def pod_identity_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
-    """A role that EKS Pod Identity hands to one service account."""
-    return iam.Role(
-        scope,
-        construct_id,
-        assumed_by=iam.ServicePrincipal("pods.eks.amazonaws.com").with_session_tags(),
-        description=description,
-    )
-
-
-def associate(
-    scope: Construct,
-    construct_id: str,
-    cluster: eks.ICluster,
-    namespace: str,
-    service_account: str,
-    role: iam.IRole,
-) -> eks.CfnPodIdentityAssociation:
-    return eks.CfnPodIdentityAssociation(
-        scope,
-        construct_id,
-        cluster_name=cluster.cluster_name,
-        namespace=namespace,
-        service_account=service_account,
-        role_arn=role.role_arn,
-    )
-
-
 def cluster_name(stack_name: str) -> str:
-    """The EKS cluster's name: the stack's. Fixed, so that log groups named after it (control
-    plane, Container Insights) can exist before the cluster does."""
+    """The EKS cluster's name: the cluster stack's (TrnClusterStack's). Fixed, so that log groups
+    named after it (control plane, Container Insights) can exist before the cluster does."""
     return stack_name
 
 
@@ -109,19 +91,24 @@ class EksOrchestrator(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        config: EksConfig,
-        network: Network,
+        config: ClusterConfig,
+        cluster_name: str,
         capacity: CapacityTarget,
+        network: Network,
         storage: SharedFileSystem,
-        file_system_capacity_gib: int,
-        log_retention: logs.RetentionDays,
-        image_ssm_parameter: str | None = None,
+        artifacts: BurnInArtifacts,
+        telemetry: NodeTelemetry,
+        cluster_test: bool,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        self._capacity, self._config, self._artifacts, self._network = capacity, config, artifacts, network
+        log_retention, image_ssm_parameter = config.log_retention, config.image_ssm_parameter
+        file_system_capacity_gib = config.fsx.storage_capacity_gib
+        eks_config = config.eks
+        self.cluster_name = name = cluster_name
         # A fixed name lets the control-plane log group exist (with our retention) before EKS
         # would create it with none.
-        name = cluster_name(stack.stack_name)
         control_plane_logs = logs.LogGroup(
             self,
             "ControlPlaneLogs",
@@ -140,10 +127,10 @@ class EksOrchestrator(Construct):
             self,
             "Cluster",
             cluster_name=name,
-            version=eks.KubernetesVersion.of(config.kubernetes_version),
+            version=eks.KubernetesVersion.of(eks_config.kubernetes_version),
             vpc=network.vpc,
             vpc_subnets=[ec2.SubnetSelection(subnets=network.cluster_subnets)],
-            endpoint_access=endpoint_access(config.public_access_cidrs),
+            endpoint_access=endpoint_access(eks_config.public_access_cidrs),
             cluster_logging=list(CONTROL_PLANE_LOG_TYPES),
             secrets_encryption_key=secrets_key,
             # Managed node groups below, not Auto Mode: the Neuron DRA driver and Capacity Blocks
@@ -158,10 +145,10 @@ class EksOrchestrator(Construct):
         self.cluster.node.add_dependency(control_plane_logs)
         self._acknowledge_cluster_internals()
 
-        if config.admin_role_arn:
+        if eks_config.admin_role_arn:
             self.cluster.grant_access(
                 "AdminAccess",
-                config.admin_role_arn,
+                eks_config.admin_role_arn,
                 [
                     eks.AccessPolicy.from_access_policy_name(
                         CLUSTER_ADMIN_POLICY, access_scope_type=eks.AccessScopeType.CLUSTER
@@ -175,15 +162,26 @@ class EksOrchestrator(Construct):
             cluster=self.cluster,
             network=network,
             capacity=capacity,
-            system_instance_type=config.system_node_instance_type,
-            system_node_count=config.system_node_count,
+            system_instance_type=eks_config.system_node_instance_type,
+            system_node_count=eks_config.system_node_count,
             log_retention=log_retention,
             image_ssm_parameter=image_ssm_parameter,
         )
+        self.other_nodes = eks_config.system_node_count
         self._add_addons(capacity)
+        self.observability.node.add_dependency(telemetry)
         self._add_shared_storage(storage, file_system_capacity_gib)
+        self.burn_in = EksBurnIn(
+            self,
+            "BurnIn",
+            cluster=self.cluster,
+            artifacts=artifacts,
+            capacity=capacity,
+            burn_in=config.burn_in,
+            after=[self.nodes.trainium_nodegroup, self.pod_identity_agent, *self.device_plugins],
+        )
 
-        role_arg = f" --role-arn {config.admin_role_arn}" if config.admin_role_arn else ""
+        role_arg = f" --role-arn {eks_config.admin_role_arn}" if eks_config.admin_role_arn else ""
         self.update_kubeconfig_command = (
             f"aws eks update-kubeconfig --name {self.cluster.cluster_name} "
             f"--region {stack.region}{role_arg}"
@@ -262,6 +260,59 @@ class EksOrchestrator(Construct):
         self.device_plugins = (neuron, efa)
         self.pod_identity_agent = pod_identity_agent
         self.observability = observability
+
+    def handover_plan(self) -> HandoverPlan:
+        """Scale the Trainium node group's Auto Scaling group to the block at the handover's start
+        and replace a node by terminating it in that group (which relaunches into the slot); the
+        cluster test's Job and cordoning before the block ends through the Kubernetes API, from
+        the cluster's subnets (its endpoint is private), as the kit's Kubernetes group."""
+        stack = Stack.of(self)
+        nodegroup = self.nodes.trainium_nodegroup
+        groups = stack.format_arn(service="autoscaling", resource="autoScalingGroup", resource_name="*",
+                                  arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        nodegroup_arn = stack.format_arn(
+            service="eks", resource="nodegroup", resource_name=f"{self.cluster_name}/{TRAINIUM_NODEGROUP_NAME}/*")
+        statements = (
+            iam.PolicyStatement(actions=["eks:DescribeCluster"], resources=[self.cluster.cluster_arn]),
+            iam.PolicyStatement(actions=["eks:DescribeNodegroup"], resources=[nodegroup_arn]),
+            iam.PolicyStatement(actions=["autoscaling:DescribeAutoScalingGroups"], resources=["*"]),
+            iam.PolicyStatement(
+                actions=["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                resources=[groups],
+                conditions={"StringEquals": {"autoscaling:ResourceTag/eks:nodegroup-name": TRAINIUM_NODEGROUP_NAME}},
+            ),
+        )  # fmt: skip
+        findings = (
+            ("AwsSolutions-IAM5[Resource::*]",
+             "DescribeAutoScalingGroups has no resource-level permissions; scaling and termination are limited "
+             "by condition to the Trainium node group's Auto Scaling group"),
+            (wildcard_finding(self, groups),
+             "EKS names the node group's Auto Scaling group at deploy time; the condition limits the grant to it"),
+            (wildcard_finding(self, nodegroup_arn), "EKS ends the node group's ARN in a generated id"),
+            (managed_policy_finding("service-role/AWSLambdaVPCAccessExecutionRole"),
+             "The handover's functions reach the cluster's private endpoint from its subnets"),
+        )
+        job = cluster_test_job(artifacts=self._artifacts, capacity=self._capacity, burn_in=self._config.burn_in,
+                               deadline_seconds=EKS_CLUSTER_TEST_SECONDS)
+        settings = {
+            "cluster_name": self.cluster_name,
+            "nodegroup_name": TRAINIUM_NODEGROUP_NAME,
+            "namespace": BURN_IN_NAMESPACE,
+            "node_selector": {LABEL_PREFIX + "instance-type": self._capacity.instance_type},
+            "job": job,
+        }
+        return HandoverPlan(
+            orchestrator="eks",
+            settings=settings,
+            statements=statements,
+            findings=findings,
+            node_fingerprint=self.nodes.trainium_fingerprint,
+            vpc=self._network.vpc,
+            subnets=tuple(self._network.cluster_subnets),
+            security_groups=(ec2.SecurityGroup.from_security_group_id(
+                self, "ClusterSecurityGroup", self.cluster.cluster_security_group_id),),
+            kubernetes=KubernetesAccess(cluster_name=self.cluster_name, groups=(HANDOVER_GROUP,)),
+        )
 
     def _addon(self, construct_id: str, name: str) -> eks.Addon:
         return eks.Addon(

@@ -27,9 +27,12 @@ OFFICIAL_IMAGE_NAME_PATTERN = f"aws-parallelcluster-{PCLUSTER_VERSION}-ubuntu-24
 QUEUE_NAME = "trainium"
 SHARED_STORAGE_NAME = "fsx"
 
-# Longer than the handover gate's longest wait for node reports (55 minutes less the cluster test's
-# 10-minute reserve).
-COMPUTE_NODE_BOOTSTRAP_SECONDS = 50 * 60
+# Replaces static nodes of a queue whose custom actions or image change by terminating them all,
+# then relaunching (a full Capacity Block has no spare slot for a new node before the old one
+# goes); the new nodes burn in before they take work. DRAIN would wait for running jobs, but
+# replaces a drained node through clustermgtd's terminate_drain_nodes, which the kit turns off so
+# that a quarantined node stays (node/keep_quarantined_nodes.sh).
+QUEUE_UPDATE_STRATEGY = "TERMINATE"
 # Queue and compute resource names: lowercase letters, digits and hyphens, at most 25 characters.
 _RESOURCE_NAME_MAX = 25
 # Cluster names: a letter, then letters, digits and hyphens, at most 60 characters.
@@ -65,6 +68,11 @@ class NodeSpec:
 @dataclass(frozen=True, kw_only=True)
 class HeadNodeSpec(NodeSpec):
     ssh_allowed_sources: str  # a CIDR or a prefix list id; ParallelCluster's default is 0.0.0.0/0
+    on_node_updated: tuple[CustomAction, ...] = ()
+
+    @property
+    def custom_actions(self) -> dict[str, tuple[CustomAction, ...]]:
+        return {**super().custom_actions, **({"OnNodeUpdated": self.on_node_updated} if self.on_node_updated else {})}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +91,8 @@ class ClusterSpec:
     mount_dir: str
     log_retention_days: int
     tags: Mapping[str, str]
+    head_node_bootstrap_seconds: int
+    compute_node_bootstrap_seconds: int
 
 
 def cluster_name(stack_name: str) -> str:
@@ -110,7 +120,11 @@ def cluster_configuration(spec: ClusterSpec) -> dict[str, Any]:
         "Imds": {"ImdsSupport": "v2.0"},
         "HeadNode": _head_node(spec.head_node),
         # Slurm accounting stays off: no SlurmSettings.Database, so no database to run.
-        "Scheduling": {"Scheduler": "slurm", "SlurmQueues": [_trainium_queue(spec.queue)]},
+        "Scheduling": {
+            "Scheduler": "slurm",
+            "SlurmSettings": {"QueueUpdateStrategy": QUEUE_UPDATE_STRATEGY},
+            "SlurmQueues": [_trainium_queue(spec.queue)],
+        },
         "SharedStorage": [
             {
                 "Name": SHARED_STORAGE_NAME,
@@ -125,10 +139,13 @@ def cluster_configuration(spec: ClusterSpec) -> dict[str, Any]:
             }
         },
         "Tags": [{"Key": key, "Value": value} for key, value in sorted(spec.tags.items())],
-        # A compute node builds the Neuron driver, installs the compiler and burns in before it
-        # counts as bootstrapped; ParallelCluster's default 30 minutes would abandon nodes the
-        # handover gate still waits for.
-        "DevSettings": {"Timeouts": {"ComputeNodeBootstrapTimeout": COMPUTE_NODE_BOOTSTRAP_SECONDS}},
+        # From the kit's timeline (trn_constructs.timeline): a compute node boots and configures
+        # (its burn-in runs after, in the background); the head node configures itself and, when
+        # the block is active, waits for every static node to be up.
+        "DevSettings": {"Timeouts": {
+            "HeadNodeBootstrapTimeout": spec.head_node_bootstrap_seconds,
+            "ComputeNodeBootstrapTimeout": spec.compute_node_bootstrap_seconds,
+        }},
     }
 
 

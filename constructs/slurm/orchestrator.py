@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aws_cdk import (
     CfnDynamicReference,
@@ -16,12 +19,13 @@ from aws_cdk import (
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk.aws_logs import RetentionDays
 from constructs import Construct
 
+from trn_constructs.burn_in import BurnInArtifacts
 from trn_constructs.capacity import CapacityTarget
-from trn_constructs.config import LOG_RETENTION, SlurmConfig
+from trn_constructs.config import LOG_RETENTION, ClusterConfig, SlurmConfig
 from trn_constructs.findings import acknowledge, wildcard_finding
+from trn_constructs.handover.plan import HandoverPlan
 from trn_constructs.image import ImageVersions
 from trn_constructs.network import Network
 from trn_constructs.slurm.cluster_config import (
@@ -32,10 +36,18 @@ from trn_constructs.slurm.cluster_config import (
     HeadNodeSpec,
     TrainiumQueueSpec,
     cluster_configuration,
-    cluster_name,
 )
 from trn_constructs.slurm.neuron_install import neuron_install
 from trn_constructs.storage import SharedFileSystem
+from trn_constructs.timeline import SLURM_CLUSTER_TEST_JOB_MINUTES, Budgets
+
+if TYPE_CHECKING:  # operations.telemetry imports this package for CustomAction
+    from trn_constructs.operations.telemetry import NodeTelemetry
+
+KEEP_QUARANTINED_NODES = Path(__file__).resolve().parent / "node" / "keep_quarantined_nodes.sh"
+# The cluster test's sbatch environment: the SSM command's has no HOME and no Slurm on PATH
+# (nccom-test's slurm mode calls srun).
+JOB_ENVIRONMENT = "HOME=/root,PATH=/opt/slurm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 PROVIDER_TEMPLATE_URL = (
     "https://${AWS::Region}-aws-parallelcluster.s3.${AWS::Region}.${AWS::URLSuffix}"
@@ -49,9 +61,10 @@ class SlurmOrchestrator(Construct):
     """A ParallelCluster Slurm cluster: a head node and one queue of Trainium nodes in the block.
 
     Every node boots ParallelCluster's official AMI, or the compute nodes the custom image in
-    ``image_ssm_parameter`` (made from that AMI, e.g. by TrnAmiStack). Compute nodes install the
-    pinned Neuron stack when they start (only checking it on an image that has it), then run
-    ``compute_node_actions``, in order, once ParallelCluster has configured them.
+    ``imageSsmParameter`` (made from that AMI, e.g. by TrnAmiStack). Compute nodes install the
+    pinned Neuron stack when they start (only checking it on an image that has it); once
+    ParallelCluster has configured them they start shipping metrics and the burn-in, which holds
+    the node out of service until its verdict (burn_in/node/trn_burnin_bootstrap.py --slurm).
 
     Attributes:
         cluster_name: the ParallelCluster cluster name.
@@ -59,33 +72,43 @@ class SlurmOrchestrator(Construct):
         cluster: the ``Custom::PclusterCluster`` resource.
         head_node_instance_id: the head node's EC2 instance id (deploy-time).
         partition: the Slurm partition of the Trainium nodes.
+        other_nodes: nodes besides the Trainium ones the orchestrator counts (none).
     """
+
+    other_nodes = 0
 
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        config: SlurmConfig,
+        config: ClusterConfig,
+        cluster_name: str,
         capacity: CapacityTarget,
         network: Network,
         storage: SharedFileSystem,
-        mount_dir: str,
-        log_retention: RetentionDays,
-        tags: Mapping[str, str],
-        image_ssm_parameter: str | None = None,
-        compute_node_actions: tuple[CustomAction, ...] = (),
-        compute_node_policies: tuple[iam.IManagedPolicy, ...] = (),
+        artifacts: BurnInArtifacts,
+        telemetry: "NodeTelemetry",
+        cluster_test: bool,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        self.cluster_name = cluster_name(stack.stack_name)
+        slurm = config.slurm
+        self.cluster_name = cluster_name
+        node_policy = iam.ManagedPolicy(
+            self,
+            "BurnInNodePolicy",
+            description="Trainium nodes: read the burn-in package, write reports and metrics",
+            statements=artifacts.node_statements(cluster_test=cluster_test),
+        )
+        artifacts.acknowledge_node_policy(node_policy, cluster_test=cluster_test)
+        compute_node_policies = (node_policy, telemetry.node_policy)
 
         self.provider = CfnStack(
             self,
             "Provider",
             template_url=Fn.sub(PROVIDER_TEMPLATE_URL),
-            parameters=self._provider_parameters(config, compute_node_policies) or None,
+            parameters=self._provider_parameters(slurm, compute_node_policies) or None,
         )
 
         # Nothing may reach the head node's SSH port: this allow list stays empty (add a CIDR to
@@ -96,20 +119,26 @@ class SlurmOrchestrator(Construct):
         ssm_core = iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")
         # A custom compute image's id, read from SSM at deploy time so synthesis needs no AWS call.
         custom_ami = (
-            CfnDynamicReference(CfnDynamicReferenceService.SSM, image_ssm_parameter).to_string()
-            if image_ssm_parameter
+            CfnDynamicReference(CfnDynamicReferenceService.SSM, config.image_ssm_parameter).to_string()
+            if config.image_ssm_parameter
             else None
         )
         neuron = neuron_install(ImageVersions.load())
         neuron_script = s3_assets.Asset(self, "NeuronInstallScript", path=str(neuron.path))
+        keep_quarantined = s3_assets.Asset(self, "KeepQuarantinedNodes", path=str(KEEP_QUARANTINED_NODES))
+        head_node_actions = (CustomAction(script=keep_quarantined.s3_object_url),)
+        budgets = Budgets("slurm", "kit" if config.image_ssm_parameter else "default",
+                          config.burn_in.duration_seconds)
         spec = ClusterSpec(
             region=stack.region,
             head_node=HeadNodeSpec(
-                instance_type=config.head_node_instance_type,
+                instance_type=slurm.head_node_instance_type,
                 subnet_id=network.compute_subnet.subnet_id,
                 security_group_ids=(network.node_security_group.security_group_id,),
                 ssh_allowed_sources=ssh_sources.prefix_list_id,
-                policy_arns=(ssm_core.managed_policy_arn, *config.additional_policy_arns),
+                policy_arns=(ssm_core.managed_policy_arn, *slurm.additional_policy_arns),
+                on_node_configured=head_node_actions,
+                on_node_updated=head_node_actions,
             ),
             queue=TrainiumQueueSpec(
                 instance_type=capacity.instance_type,
@@ -122,35 +151,86 @@ class SlurmOrchestrator(Construct):
                 ),
                 ami=custom_ami,
                 policy_arns=(
-                    *config.additional_policy_arns,
+                    *slurm.additional_policy_arns,
                     *(policy.managed_policy_arn for policy in compute_node_policies),
                 ),
                 on_node_start=(
                     CustomAction(script=neuron_script.s3_object_url, args=neuron.args),
                 ),
-                on_node_configured=compute_node_actions,
+                on_node_configured=(
+                    # First, so metrics flow during the burn-in; it never fails a node.
+                    telemetry.node_action(),
+                    CustomAction(
+                        script=artifacts.bootstrap.s3_object_url,
+                        args=tuple(artifacts.node_arguments(capacity, config.burn_in, slurm=True)),
+                    ),
+                ),
             ),
             file_system_id=storage.file_system_id,
-            mount_dir=mount_dir,
-            log_retention_days=_DAYS_BY_RETENTION[log_retention],
-            tags=tags,
+            mount_dir=config.fsx.mount_dir,
+            log_retention_days=_DAYS_BY_RETENTION[config.log_retention],
+            tags=config.tags,
+            head_node_bootstrap_seconds=budgets.head_node_bootstrap_minutes * 60,
+            compute_node_bootstrap_seconds=budgets.compute_node_bootstrap_minutes * 60,
         )
+        configuration = cluster_configuration(spec)
         self.cluster = CustomResource(
             self,
             "Cluster",
             service_token=self.provider.get_att("Outputs.ServiceToken").to_string(),
             resource_type="Custom::PclusterCluster",
-            properties={
-                "ClusterName": self.cluster_name,
-                "ClusterConfiguration": cluster_configuration(spec),
-            },
+            properties={"ClusterName": self.cluster_name, "ClusterConfiguration": configuration},
         )
         # Nodes bootstrap over the network's routes and endpoints and mount the file system
         # through its security group rules: all of them must exist first.
         self.cluster.node.add_dependency(network, storage)
         self.head_node_instance_id = self.cluster.get_att_string("headNode.instanceId")
         self.partition = QUEUE_NAME
+        self._queue = stack.resolve(configuration["Scheduling"]["SlurmQueues"])
         self._add_outputs(stack.region)
+
+    def handover_plan(self) -> HandoverPlan:
+        """Replace a node by terminating its instance (clustermgtd relaunches the static node);
+        everything inside Slurm (the cluster test, draining before the block ends) through one SSM
+        command on the head node, found by ParallelCluster's tags."""
+        stack = Stack.of(self)
+        instances = stack.format_arn(service="ec2", resource="instance", resource_name="*")
+        run_shell = stack.format_arn(service="ssm", account="", resource="document", resource_name="AWS-RunShellScript")
+        tagged = {"parallelcluster:cluster-name": self.cluster_name}
+        statements = (
+            iam.PolicyStatement(
+                actions=["ec2:TerminateInstances"], resources=[instances],
+                conditions={"StringEquals": {
+                    **{f"ec2:ResourceTag/{k}": v for k, v in tagged.items()},
+                    "ec2:ResourceTag/parallelcluster:node-type": "Compute",
+                }},
+            ),
+            iam.PolicyStatement(
+                actions=["ssm:SendCommand"], resources=[instances],
+                conditions={"StringEquals": {
+                    **{f"ssm:resourceTag/{k}": v for k, v in tagged.items()},
+                    "ssm:resourceTag/parallelcluster:node-type": "HeadNode",
+                }},
+            ),
+            iam.PolicyStatement(actions=["ssm:SendCommand"], resources=[run_shell]),
+            iam.PolicyStatement(actions=["ssm:GetCommandInvocation"], resources=["*"]),
+        )  # fmt: skip
+        findings = (
+            (wildcard_finding(self, instances),
+             "Instance ids change with every replacement; the conditions limit termination to this cluster's "
+             "compute nodes and commands to its head node, by ParallelCluster's own tags"),
+            ("AwsSolutions-IAM5[Resource::*]",
+             "ssm:GetCommandInvocation has no resource-level permissions; the handover follows only the "
+             "commands it sent"),
+        )
+        return HandoverPlan(
+            orchestrator="slurm",
+            settings={"cluster_name": self.cluster_name, "partition": self.partition,
+                      "job_minutes": SLURM_CLUSTER_TEST_JOB_MINUTES, "job_environment": JOB_ENVIRONMENT},
+            statements=statements,
+            findings=findings,
+            node_fingerprint=hashlib.sha256(json.dumps(self._queue, sort_keys=True).encode()).hexdigest()[:16],
+        )
 
     def _provider_parameters(
         self, config: SlurmConfig, kit_policies: tuple[iam.IManagedPolicy, ...]

@@ -75,6 +75,8 @@ def judge(document: Any, uri: str) -> StageResult:
         return StageResult(False, f"Cluster test result {uri} is unreadable ({'; '.join(problems[:3])})")
     verdict = document["verdict"]
     failures = [failure["message"] for failure in verdict["failures"]]
+    if verdict["passed"] and document["bus_bandwidth_gibps"] is None:
+        return StageResult(False, f"Cluster test result {uri} is unreadable (it passes without a measurement)")
     if verdict["passed"] and not failures:
         return StageResult(True, (
             f"Cluster all-reduce across {document['nodes']} nodes: "

@@ -53,8 +53,12 @@ def ultraservers(settings: Settings, instances: Iterable[Instance], passed: set[
 
 def _ultraserver_lines(settings: Settings, groups: tuple[UltraServer, ...]) -> str:
     expected = settings.expected_nodes // settings.instances_per_ultraserver
-    lines = []
-    for number, group in enumerate(groups, start=1):
+    lines, number = [], 0
+    for group in groups:
+        if group.ultraserver_id == NO_ULTRASERVER:
+            lines.append(f"{len(group.nodes)} node(s) EC2 places in no UltraServer: {len(group.passed)} passed")
+            continue
+        number += 1
         state = "" if group.whole and len(group.nodes) == settings.instances_per_ultraserver else " (degraded)"
         lines.append(
             f"UltraServer {number} of {expected} ({group.ultraserver_id}): "

@@ -39,6 +39,12 @@ def run_id_of(execution_arn: str) -> str:
 def advance(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or Settings.load()
     state = dict(event.get("state") or {})
+    if "failure" in event:
+        failure = event["failure"]
+        state.pop("failure", None)
+        return _finish(settings, state, "not-ready", f"the handover stopped on an error it could not get past "
+                       f"({failure.get('Error')}: {str(failure.get('Cause'))[:500]}); the cluster and its nodes stay. "
+                       f"Logs: the handover's advance function")
     ops = node_operations(settings)
     phase = state.get("phase", "begin")
     if phase == "begin":

@@ -1,31 +1,23 @@
-"""The burn-in on EKS: one pod per Trainium node, holding all its Neuron devices, that records the
-verdict on the Node and lifts the burn-in taint only where the node passed; then the cluster
-all-reduce, one Job across the nodes that passed."""
+"""How EKS nodes run the burn-in: one pod per Trainium node, holding all its Neuron devices, that
+records the verdict on the Node and lifts the burn-in taint only where the node passed; and the
+cluster all-reduce, a Job across the nodes that passed, which the handover creates from the
+template here."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
-from aws_cdk import Stack, Token
+from aws_cdk import Stack
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
-from trn_constructs.eks.orchestrator import associate, pod_identity_role
+from trn_constructs.eks.identity import associate, pod_identity_role
 from trn_constructs.eks.scheduling import BURN_IN_TOLERATION, LABEL_PREFIX
 from trn_constructs.findings import acknowledge, arn_finding
-from trn_constructs.validation import (
-    BOOTSTRAP_SCRIPT,
-    CLUSTER_TEST_POD_WAIT,
-    BurnInArtifacts,
-    ClusterTestHandover,
-    ClusterTestJob,
-    cluster_test_arguments,
-)
+from trn_constructs.burn_in import BOOTSTRAP_SCRIPT, BurnInArtifacts, cluster_test_arguments
 
 NAMESPACE = "trn-kit-burn-in"
 SERVICE_ACCOUNT = "burn-in"
@@ -46,6 +38,8 @@ CLUSTER_TEST_IMAGE = (
 CLUSTER_TEST_SERVICE_ACCOUNT = "cluster-test"
 CLUSTER_TEST_JOB_PREFIX = "trn-kit-allreduce-"
 CLUSTER_TEST_LABELS = {"app.kubernetes.io/name": "trn-kit-cluster-test"}
+# The Kubernetes group of the handover's functions (their EKS access entries name it).
+HANDOVER_GROUP = "trn-kit:handover"
 
 
 BOOTSTRAP_VOLUME = {"name": "bootstrap", "configMap": {"name": BOOTSTRAP_CONFIG_MAP}}
@@ -178,10 +172,11 @@ def service_account_role(
 
 
 class EksBurnIn(Construct):
-    """Applies the burn-in DaemonSet with its Pod Identity role.
+    """Applies the burn-in DaemonSet, the cluster test's service account and the handover's RBAC,
+    with the pods' Pod Identity roles.
 
     Attributes:
-        manifest: the applied manifest; the handover gate depends on it.
+        manifest: the applied manifest.
     """
 
     def __init__(
@@ -204,6 +199,20 @@ class EksBurnIn(Construct):
             artifacts.node_statements(cluster_test=False),
         )
         artifacts.acknowledge_node_policy(role, cluster_test=False)
+        test_scope = Construct(self, "ClusterTest")
+        test_role, test_association = service_account_role(
+            test_scope,
+            cluster,
+            CLUSTER_TEST_SERVICE_ACCOUNT,
+            "Cluster all-reduce pods: read the burn-in package, meet and report in S3",
+            artifacts.cluster_test_statements(),
+        )
+        acknowledge(
+            test_role,
+            arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"),
+            "The pods of one run exchange an SSH public key and their addresses, and leave the "
+            "result, under a folder named per handover",
+        )
         self.manifest = cluster.add_manifest(
             "BurnIn",
             *burn_in_manifests(
@@ -212,23 +221,19 @@ class EksBurnIn(Construct):
                 bootstrap_source=BOOTSTRAP_SCRIPT.read_text(),
                 package_url=artifacts.package.s3_object_url,
             ),
+            cluster_test_service_account(),
+            *handover_rbac(),
         )
         # Pods start only once they can get credentials and their devices are advertised.
-        self.manifest.node.add_dependency(association, *after)
+        self.manifest.node.add_dependency(association, test_association, *after)
 
 
-def cluster_test_manifests(
-    *,
-    handover: ClusterTestHandover,
-    bucket: str,
-    artifacts: BurnInArtifacts,
-    capacity: CapacityTarget,
-    burn_in: BurnInConfig,
-) -> list[dict[str, Any]]:
-    """The service account and an Indexed Job of one pod per node that passed the burn-in, each
-    holding all its Neuron and EFA devices. Pod 0 runs nccom-test across the others
-    (trn_burnin.rendezvous); the Job ends by itself either way. ``handover`` holds the gate's
-    deploy-time values (placeholders for the fingerprint)."""
+def cluster_test_job(*, artifacts: BurnInArtifacts, capacity: CapacityTarget, burn_in: BurnInConfig,
+                     deadline_seconds: int) -> dict[str, Any]:
+    """The cluster test's Indexed Job, one pod per node that passed the burn-in, each holding all
+    its Neuron and EFA devices; pod 0 runs nccom-test across the others (trn_burnin.rendezvous) and
+    the Job ends by itself either way. The handover fills in the ``{{...}}`` placeholders and the
+    pod count (handler/kubernetes.render_job) when it creates the Job."""
     instance = capacity.instance
     region = Stack.of(artifacts).region
     bootstrap_arguments = [
@@ -236,156 +241,113 @@ def cluster_test_manifests(
         "--region", region,
         "--cluster-test",
         "--",
-        "--nodes", handover.passed_nodes,
-        "--rendezvous", f"s3://{bucket}/{cluster_test_run_prefix(artifacts, handover.run_id)}",
+        "--nodes", "{{nodes}}",
+        "--rendezvous", "s3://{{bucket}}/" + artifacts.cluster_test_prefix + "{{run_id}}/",
         "--index", "$(INDEX)",
         "--pod-ip", "$(POD_IP)",
-        "--not-after", handover.not_after,
+        "--not-after", "{{not_after}}",
         *cluster_test_arguments(capacity, burn_in, region),
     ]  # fmt: skip
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": CLUSTER_TEST_SERVICE_ACCOUNT, "namespace": NAMESPACE},
-        },
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": CLUSTER_TEST_JOB_PREFIX + handover.run_id,
-                "namespace": NAMESPACE,
-                "labels": CLUSTER_TEST_LABELS,
-            },
-            "spec": {
-                "completionMode": "Indexed",
-                "completions": _number(handover.passed_nodes),
-                "parallelism": _number(handover.passed_nodes),
-                # One attempt per pod, and a failed pod does not end the others (backoffLimit
-                # would): pod 0 still writes the verdict that names it.
-                "backoffLimitPerIndex": 0,
-                # Never hold the devices past the gate's own deadline.
-                "activeDeadlineSeconds": int(CLUSTER_TEST_POD_WAIT.to_seconds()),
-                "template": {
-                    "metadata": {"labels": CLUSTER_TEST_LABELS},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        **SIGNALS_REACH_THE_CONTAINER,
-                        "serviceAccountName": CLUSTER_TEST_SERVICE_ACCOUNT,
-                        # Only nodes that passed: the burn-in labels them and lifts their taint.
-                        "nodeSelector": {
-                            LABEL_PREFIX + "instance-type": capacity.instance_type,
-                            VERDICT_LABEL: "passed",
-                        },
-                        "affinity": {"podAntiAffinity": {
-                            "requiredDuringSchedulingIgnoredDuringExecution": [{
-                                "labelSelector": {"matchLabels": CLUSTER_TEST_LABELS},
-                                "topologyKey": "kubernetes.io/hostname",
-                            }]
-                        }},
-                        "containers": [{
-                            "name": "all-reduce",
-                            "image": CLUSTER_TEST_IMAGE,
-                            "command": ["python3", f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_SCRIPT.name}"],
-                            # Kubernetes expands $(PACKAGE_URL), $(INDEX) and $(POD_IP) from
-                            # the env below.
-                            "args": bootstrap_arguments,
-                            "env": [
-                                {"name": "PACKAGE_URL", "valueFrom": {"configMapKeyRef": {
-                                    "name": BOOTSTRAP_CONFIG_MAP, "key": PACKAGE_URL_KEY,
-                                }}},
-                                {"name": "INDEX", "valueFrom": {"fieldRef": {"fieldPath": (
-                                    "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-                                )}}},
-                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                            ],
-                            "resources": {"limits": {
-                                "aws.amazon.com/neuron": str(instance.chips_per_instance),
-                                # One EFA device per network card (the EFA-only interfaces).
-                                "vpc.amazonaws.com/efa": str(instance.efa_network_cards),
-                            }},
-                            # sshd needs no more than the default capabilities.
-                            "securityContext": {"allowPrivilegeEscalation": False},
-                            "volumeMounts": [BOOTSTRAP_VOLUME_MOUNT],
-                        }],
-                        "volumes": [BOOTSTRAP_VOLUME],
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": CLUSTER_TEST_JOB_PREFIX + "{{run_id}}", "namespace": NAMESPACE,
+                     "labels": CLUSTER_TEST_LABELS},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": 1,
+            "parallelism": 1,
+            # One attempt per pod, and a failed pod does not end the others (backoffLimit would):
+            # pod 0 still writes the verdict that names it.
+            "backoffLimitPerIndex": 0,
+            # Never hold the devices past the handover's own deadline for the stage.
+            "activeDeadlineSeconds": deadline_seconds,
+            "ttlSecondsAfterFinished": 24 * 3600,
+            "template": {
+                "metadata": {"labels": CLUSTER_TEST_LABELS},
+                "spec": {
+                    "restartPolicy": "Never",
+                    **SIGNALS_REACH_THE_CONTAINER,
+                    "serviceAccountName": CLUSTER_TEST_SERVICE_ACCOUNT,
+                    # Only nodes that passed: the burn-in labels them and lifts their taint.
+                    "nodeSelector": {
+                        LABEL_PREFIX + "instance-type": capacity.instance_type,
+                        VERDICT_LABEL: "passed",
                     },
+                    "affinity": {"podAntiAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": [{
+                            "labelSelector": {"matchLabels": CLUSTER_TEST_LABELS},
+                            "topologyKey": "kubernetes.io/hostname",
+                        }]
+                    }},
+                    "containers": [{
+                        "name": "all-reduce",
+                        "image": CLUSTER_TEST_IMAGE,
+                        "command": ["python3", f"{BOOTSTRAP_MOUNT}/{BOOTSTRAP_SCRIPT.name}"],
+                        # Kubernetes expands $(PACKAGE_URL), $(INDEX) and $(POD_IP) from the env below.
+                        "args": bootstrap_arguments,
+                        "env": [
+                            {"name": "PACKAGE_URL", "valueFrom": {"configMapKeyRef": {
+                                "name": BOOTSTRAP_CONFIG_MAP, "key": PACKAGE_URL_KEY,
+                            }}},
+                            {"name": "INDEX", "valueFrom": {"fieldRef": {"fieldPath": (
+                                "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                            )}}},
+                            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        ],
+                        "resources": {"limits": {
+                            "aws.amazon.com/neuron": str(instance.chips_per_instance),
+                            # One EFA device per network card (the EFA-only interfaces).
+                            "vpc.amazonaws.com/efa": str(instance.efa_network_cards),
+                        }},
+                        # sshd needs no more than the default capabilities.
+                        "securityContext": {"allowPrivilegeEscalation": False},
+                        "volumeMounts": [BOOTSTRAP_VOLUME_MOUNT],
+                    }],
+                    "volumes": [BOOTSTRAP_VOLUME],
                 },
             },
         },
+    }  # fmt: skip
+
+
+def handover_rbac() -> list[dict[str, Any]]:
+    """What the handover may do in the cluster, bound to its Kubernetes group (its functions' roles
+    get an EKS access entry in that group): read and cordon the Trainium nodes before the block
+    ends, create and read the cluster test's Job."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "trn-kit-handover"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "trn-kit-handover"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "trn-kit-handover"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": HANDOVER_GROUP}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "trn-kit-handover", "namespace": NAMESPACE},
+            "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "trn-kit-handover", "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "trn-kit-handover"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": HANDOVER_GROUP}],
+        },
     ]  # fmt: skip
 
 
-def _number(text: str) -> float | int:
-    """A JSON number: the value, or the deploy-time one a token stands for."""
-    return Token.as_number(text) if Token.is_unresolved(text) else int(text)
-
-
-def cluster_test_run_prefix(artifacts: BurnInArtifacts, run_id: str) -> str:
-    return f"{artifacts.cluster_test_prefix}{run_id}/"
-
-
-def cluster_test_fingerprint(
-    artifacts: BurnInArtifacts, capacity: CapacityTarget, burn_in: BurnInConfig
-) -> str:
-    """Changes whenever the Job's definition would. A Job's pod template cannot change in place,
-    so the gate's first stage carries this: a change runs it again, which names a new Job (and
-    run). Deploy-time values stand in as placeholders."""
-    manifests = cluster_test_manifests(
-        handover=ClusterTestHandover(passed_nodes="0", run_id="RUN", not_after="NOT_AFTER"),
-        bucket="BUCKET", artifacts=artifacts, capacity=capacity, burn_in=burn_in,
-    )  # fmt: skip
-    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class EksClusterTest(Construct):
-    """The cluster all-reduce on EKS, applied once the gate's first stage knows how many nodes
-    passed; the gate's second stage waits for its result.
-
-    Attributes:
-        job: what the gate waits for (HandoverGate.wait_for_cluster_test).
-    """
-
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        cluster: eks.ICluster,
-        artifacts: BurnInArtifacts,
-        capacity: CapacityTarget,
-        burn_in: BurnInConfig,
-        handover: ClusterTestHandover,
-        after: list[Construct],
-    ) -> None:
-        super().__init__(scope, construct_id)
-        role, association = service_account_role(
-            self,
-            cluster,
-            CLUSTER_TEST_SERVICE_ACCOUNT,
-            "Cluster all-reduce pods: read the burn-in package, meet and report in S3",
-            artifacts.cluster_test_statements(),
-        )
-        acknowledge(
-            role,
-            arn_finding(artifacts.bucket, f"/{artifacts.cluster_test_prefix}*"),
-            "The pods of one run exchange an SSH public key and their addresses, and leave the "
-            "result, under a folder named per deployment request",
-        )
-        manifest = cluster.add_manifest(
-            "ClusterTest",
-            *cluster_test_manifests(
-                handover=handover,
-                bucket=artifacts.bucket.bucket_name,
-                artifacts=artifacts,
-                capacity=capacity,
-                burn_in=burn_in,
-            ),
-        )
-        manifest.node.add_dependency(association, *after)
-        self.job = ClusterTestJob(
-            resource=manifest,
-            run_prefix=cluster_test_run_prefix(artifacts, handover.run_id),
-            job_name=CLUSTER_TEST_JOB_PREFIX + handover.run_id,
-            namespace=NAMESPACE,
-        )
+def cluster_test_service_account() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": CLUSTER_TEST_SERVICE_ACCOUNT, "namespace": NAMESPACE},
+    }

@@ -10,16 +10,21 @@ before anything else is installed.
     trn_burnin_bootstrap.py --package s3://.../pkg.zip --region R
         --cluster-test -- <arguments for `python -m trn_burnin cluster-test`>
 
-It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the gate's cluster all-reduce on
-Slurm) run the same package with the same interpreter. On EKS it records the verdict on the Node;
-with --slurm a failing node is drained with the reason, so `sinfo -R` says why.
+It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the handover's cluster all-reduce on
+Slurm) run the same package with the same interpreter. On EKS it records the verdict on the Node.
+
+With --slurm (ParallelCluster's OnNodeConfigured) it holds this node in a Slurm maintenance
+reservation of its own, starts the burn-in as a transient systemd service and exits 0 at once:
+the node joins the cluster and takes no work until its verdict. The service then lifts the hold
+on a pass, or drains the node with the reason (`sinfo -R` shows it) and lifts the hold on a
+failure. Neither the node's bootstrap nor the cluster's creation waits on, or fails for, a chip.
 
 With --cluster-test (the gate's cluster all-reduce on EKS, in pods of an image without the package)
 it fetches the package the same way, then becomes `trn-burnin cluster-test`: no burn-in, nothing
 recorded on the Node.
 
-Exit code: the burn-in's (0 only when the node passed), so a failing node is not put in service;
-with --cluster-test, the cluster test's own.
+Exit code: the burn-in's (0 only when the node passed); with --slurm 0 once the burn-in is started
+(the verdict is the node's state and its report); with --cluster-test, the cluster test's own.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ INSTALL_DIR = Path("/opt/trn-kit")
 # Under INSTALL_DIR; the gate's Slurm job calls it by its full path (trn_constructs.validation).
 LAUNCHER = Path("bin/trn-burnin")
 SCONTROL = "/opt/slurm/bin/scontrol"  # ParallelCluster's Slurm prefix
+HOLD_PREFIX = "trn-kit-burn-in-"  # + the Slurm node name: the reservation that holds it
+BACKGROUND_UNIT = "trn-kit-burn-in"
+BACKGROUND_LOG = Path("/var/log/trn-kit-burn-in.log")
 MAX_DRAIN_REASON = 200  # Slurm shows reasons in one `sinfo -R` column: keep them short
 # Taint, label and condition names shared with the EKS construct (trn_constructs.eks).
 TAINT_KEY = "trn-kit/burn-in"
@@ -218,24 +226,69 @@ def slurm_node_name(listing: str, ipv4: str | None, hostname: str) -> str | None
     return (by_address + by_name + [None])[0]
 
 
-def drain_slurm_node(reason: str) -> None:
-    """Drain this node with ``reason``. Best effort: a failure is printed, never raised."""
+def this_slurm_node() -> str | None:
+    """This instance's Slurm node name; None (printed) when Slurm does not know it."""
+    listing = run_command([SCONTROL, "-o", "show", "nodes"])
     try:
-        listing = run_command([SCONTROL, "-o", "show", "nodes"])
-        try:
-            address = local_ipv4()
-        except Exception as error:  # noqa: BLE001 - the host name may still identify the node
-            print(f"no private IPv4 from instance metadata ({error}); trying the host name")
-            address = None
-        name = slurm_node_name(listing, address, short_hostname())
-        if name is None:
-            print(f"not draining: no Slurm node has NodeAddr {address} or NodeName {short_hostname()}")
-            return
-        run_command([SCONTROL, "update", f"NodeName={name}", "State=DRAIN", f"Reason={reason}"])
-        print(f"drained Slurm node {name}: {reason}", flush=True)
-    except Exception as error:  # noqa: BLE001 - the burn-in's exit code already fails the node
+        address = local_ipv4()
+    except Exception as error:  # noqa: BLE001 - the host name may still identify the node
+        print(f"no private IPv4 from instance metadata ({error}); trying the host name")
+        address = None
+    name = slurm_node_name(listing, address, short_hostname())
+    if name is None:
+        print(f"no Slurm node has NodeAddr {address} or NodeName {short_hostname()}")
+    return name
+
+
+def hold_reservation(node: str) -> str:
+    return HOLD_PREFIX + node
+
+
+def hold_slurm_node(node: str) -> bool:
+    """Keep jobs off ``node`` while it burns in: a maintenance reservation of root's. It outlives
+    ParallelCluster's resume of the node at the end of its bootstrap (a drain would not), and a
+    node in it counts as ready for cluster creation, which therefore never waits on the burn-in.
+    A reservation left by an earlier instance of the same node is replaced."""
+    name = hold_reservation(node)
+    subprocess.run([SCONTROL, "delete", f"ReservationName={name}"], capture_output=True, timeout=60)
+    try:
+        run_command([SCONTROL, "create", "reservation", f"ReservationName={name}", f"Nodes={node}",
+                     "StartTime=now", "Duration=UNLIMITED", "Users=root", "Flags=MAINT,IGNORE_JOBS"])
+    except Exception as error:  # noqa: BLE001 - the burn-in still runs and a failure still drains
         detail = getattr(error, "stderr", None) or error
-        print(f"could not drain this Slurm node ({type(error).__name__}: {detail})", flush=True)
+        print(f"could not hold Slurm node {node} for the burn-in ({type(error).__name__}: {detail}); "
+              "it may take jobs before its verdict", flush=True)
+        return False
+    print(f"holding Slurm node {node} for the burn-in (reservation {name})", flush=True)
+    return True
+
+
+def settle_slurm_node(node: str, passed: bool, reason: str) -> None:
+    """Drain a failed node with ``reason`` (sinfo -R shows it), then lift the hold either way: a
+    passed node takes work, a failed one stays DRAINED. Best effort: failures are printed."""
+    steps = []
+    if not passed:
+        steps.append([SCONTROL, "update", f"NodeName={node}", "State=DRAIN", f"Reason={reason}"])
+    steps.append([SCONTROL, "delete", f"ReservationName={hold_reservation(node)}"])
+    for step in steps:
+        try:
+            run_command(step)
+        except Exception as error:  # noqa: BLE001 - the report in S3 still carries the verdict
+            detail = getattr(error, "stderr", None) or error
+            print(f"{' '.join(step[1:3])} failed for Slurm node {node} ({type(error).__name__}: {detail})",
+                  flush=True)
+    print(f"Slurm node {node}: {'in service' if passed else 'drained: ' + reason}", flush=True)
+
+
+def start_in_background(argv: list[str], node: str) -> None:
+    """Run this script again, with ``--slurm-node``, as a transient systemd service: it outlives the
+    custom action, which must end for ParallelCluster to finish configuring the node."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--slurm-node", node, *argv]
+    unit = ["systemd-run", f"--unit={BACKGROUND_UNIT}", "--collect", "--quiet",
+            "--property=StandardOutput=append:" + str(BACKGROUND_LOG),
+            "--property=StandardError=append:" + str(BACKGROUND_LOG)]
+    subprocess.run([*unit, *command], check=True, timeout=60)
+    print(f"burn-in started in the background ({BACKGROUND_UNIT}; log {BACKGROUND_LOG})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,30 +297,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", help="s3://bucket/prefix/ for the node report (the burn-in needs it)")
     parser.add_argument("--region", required=True)
     parser.add_argument("--kubernetes-node", help="on EKS: the Node to label and untaint")
-    parser.add_argument("--slurm", action="store_true", help="on Slurm: drain this node when it fails")
+    parser.add_argument("--slurm", action="store_true",
+                        help="on Slurm: hold this node, burn in in the background, drain it when it fails")
+    parser.add_argument("--slurm-node", help=argparse.SUPPRESS)  # the background run, on this node
     parser.add_argument("--cluster-test", action="store_true",
                         help="run `trn_burnin cluster-test` with the arguments after -- instead of the burn-in")
     parser.add_argument("burnin_args", nargs=argparse.REMAINDER,
                         help="-- then trn_burnin run (or cluster-test) arguments")
     args = parser.parse_args(argv)
     burnin_args = args.burnin_args[1:] if args.burnin_args[:1] == ["--"] else args.burnin_args
-    if args.cluster_test and (args.kubernetes_node or args.slurm):
+    if args.cluster_test and (args.kubernetes_node or args.slurm or args.slurm_node):
         parser.error("--kubernetes-node and --slurm are for the burn-in, not --cluster-test")
     if not args.cluster_test and not args.reports:
         parser.error("the burn-in needs --reports")
 
-    fetch_package(args.package, args.region)
+    if args.slurm:
+        # ParallelCluster's OnNodeConfigured: hold the node, start the burn-in, end at once, so
+        # that neither this node's bootstrap nor cluster creation ever waits on (or fails for) a chip.
+        fetch_package(args.package, args.region)
+        node = this_slurm_node()
+        if node is None:
+            print("not a Slurm node this script can find: burning in without holding it", flush=True)
+            return run_and_report(args, burnin_args)[0]
+        hold_slurm_node(node)
+        given = list(argv if argv is not None else sys.argv[1:])
+        split = given.index("--") if "--" in given else len(given)
+        start_in_background([a for a in given[:split] if a != "--slurm"] + given[split:], node)
+        return 0
+    if not args.slurm_node:
+        fetch_package(args.package, args.region)
     if args.cluster_test:
         exec_cluster_test(burnin_args)
+    code, report = run_and_report(args, burnin_args)
+    if args.slurm_node:
+        settle_slurm_node(args.slurm_node, code == 0, drain_reason(report, code, args.reports))
+        return 0  # the verdict is on the node and in S3; the unit itself did its job
+    return code
+
+
+def run_and_report(args: argparse.Namespace, burnin_args: list[str]) -> tuple[int, dict | None]:
     report_path = INSTALL_DIR / "last-report.json"
+    report_path.unlink(missing_ok=True)  # a stale report must not stand for this run
     code = run_burnin(args.reports, args.region, burnin_args, report_path)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     if args.kubernetes_node:
         KubernetesNode(args.kubernetes_node).record(code == 0, report, args.reports)
     print(f"burn-in {'passed' if code == 0 else 'FAILED'} (exit {code})", flush=True)
-    if args.slurm and code != 0:
-        drain_slurm_node(drain_reason(report, code, args.reports))
-    return code
+    return code, report
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""The burn-in as every Trainium node gets it: the packaged ``trn_burnin``, the bootstrap that
+starts it, the reports bucket and exactly the permissions a node needs. How a node runs it is its
+orchestrator's (trn_constructs.slurm, trn_constructs.eks); judging the reports is the handover's
+(trn_constructs.handover)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct, IConstruct
+
+from trn_burnin.catalog import OVERRIDABLE_FIELDS
+from trn_burnin.publish import DEFAULT_NAMESPACE
+from trn_constructs.capacity import CapacityTarget
+from trn_constructs.config import BurnInConfig
+from trn_constructs.findings import acknowledge, arn_finding
+
+HERE = Path(__file__).resolve().parent
+BURN_IN_PACKAGE_DIR = HERE.parent.parent / "trn_burnin"
+BOOTSTRAP_SCRIPT = HERE / "node" / "trn_burnin_bootstrap.py"
+REPORTS_PREFIX = "burn-in/"
+CLUSTER_TEST_PREFIX = "cluster-test/"
+HANDOVER_PREFIX = "handover/"  # the handover's ledger and verdicts
+# Written by the bootstrap on every node: runs the unpacked trn_burnin with the Neuron interpreter.
+NODE_LAUNCHER = "/opt/trn-kit/bin/trn-burnin"
+
+
+class BurnInArtifacts(Construct):
+    """What a node needs to run the burn-in and report.
+
+    Attributes:
+        package: the zipped ``trn_burnin`` package (a CDK asset, versioned with the stack).
+        bootstrap: the bootstrap script (a CDK asset), for orchestrators that fetch scripts by URI.
+        bucket, reports_prefix: where every node writes its report.
+        cluster_name: the ClusterName dimension of the nodes' burn-in metrics.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str) -> None:
+        super().__init__(scope, construct_id)
+        self.cluster_name = cluster_name
+        self.package = s3_assets.Asset(
+            self, "Package", path=str(BURN_IN_PACKAGE_DIR), exclude=["__pycache__", "*.pyc"]
+        )
+        self.bootstrap = s3_assets.Asset(self, "Bootstrap", path=str(BOOTSTRAP_SCRIPT))
+        self.bucket = s3.Bucket(
+            self,
+            "Reports",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            # Reports are the evidence of what each chip did at handover; keep them.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            self.bucket,
+            "AwsSolutions-S1",
+            "Only the cluster's node roles write here (one object per burn-in run) and versioning "
+            "keeps every report; an access-log bucket would log little more than those writes",
+        )
+        self.reports_prefix = REPORTS_PREFIX
+        self.cluster_test_prefix = CLUSTER_TEST_PREFIX
+
+    @property
+    def reports_uri(self) -> str:
+        return f"s3://{self.bucket.bucket_name}/{self.reports_prefix}"
+
+    def node_statements(self, *, cluster_test: bool) -> list[iam.PolicyStatement]:
+        """Read the package and bootstrap, write reports (and the cluster test's result), publish
+        burn-in metrics; nothing more."""
+        written = (self.reports_prefix, *([self.cluster_test_prefix] if cluster_test else []))
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    asset.bucket.arn_for_objects(asset.s3_object_key)
+                    for asset in (self.package, self.bootstrap)
+                ],
+            ),
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in written],
+            ),
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": DEFAULT_NAMESPACE}},
+            ),
+        ]
+
+    def handover_policy(self) -> iam.ManagedPolicy:
+        """What the handover may do in the bucket: read every report, keep its ledger and verdicts,
+        and the cluster test's folders. Owned here, beside the bucket, for the handover's roles to
+        attach."""
+        prefixes = (self.reports_prefix, HANDOVER_PREFIX, self.cluster_test_prefix)
+        policy = iam.ManagedPolicy(
+            self,
+            "HandoverAccess",
+            description="The handover: read the burn-in reports, keep its ledger, verdicts and cluster tests",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in prefixes]}},
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects(f"{p}*") for p in prefixes]
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:PutObject"],
+                    resources=[self.bucket.arn_for_objects(f"{p}*") for p in (HANDOVER_PREFIX, self.cluster_test_prefix)],
+                ),
+            ],
+        )  # fmt: skip
+        for prefix in prefixes:
+            acknowledge(
+                policy,
+                arn_finding(self.bucket, f"/{prefix}*"),
+                "The handover reads every node's report, and keeps its ledger, verdicts and the cluster "
+                "test's folders, under these prefixes; reports are named by instance and time",
+            )
+        return policy
+
+    def cluster_test_folder_statements(self, object_actions: list[str]) -> list[iam.PolicyStatement]:
+        """List the cluster-test prefix, and ``object_actions`` on the objects under it."""
+        return [
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{self.cluster_test_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                actions=object_actions,
+                resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
+            ),
+        ]
+
+    def cluster_test_statements(self) -> list[iam.PolicyStatement]:
+        """The cluster all-reduce's pods: read the package (their bootstrap comes in a
+        ConfigMap); meet, and leave the result, under the cluster-test prefix; nothing more."""
+        return [
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.package.bucket.arn_for_objects(self.package.s3_object_key)],
+            ),
+            *self.cluster_test_folder_statements(["s3:GetObject", "s3:PutObject"]),
+        ]
+
+    def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
+        acknowledge(
+            policy,
+            arn_finding(self.bucket, f"/{self.reports_prefix}*"),
+            "Each node writes one report per run under the reports prefix, named by instance id",
+        )
+        if cluster_test:
+            acknowledge(
+                policy,
+                arn_finding(self.bucket, f"/{self.cluster_test_prefix}*"),
+                "The first node of the cluster all-reduce writes its result under a key the gate "
+                "chooses per deployment request",
+            )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "PutMetricData has no resource-level permissions; the condition limits it to the "
+            "burn-in's metric namespace",
+        )
+
+    def node_arguments(
+        self, capacity: CapacityTarget, burn_in: BurnInConfig, *, slurm: bool
+    ) -> list[str]:
+        """Bootstrap arguments: where things are, then the burn-in's own settings."""
+        return [
+            "--package", self.package.s3_object_url,
+            "--reports", self.reports_uri,
+            "--region", Stack.of(self).region,
+            *(["--slurm"] if slurm else []),
+            "--",
+            *catalog_arguments(capacity),
+            "--dtype", burn_in.dtype,
+            "--duration", str(burn_in.duration_seconds),
+            "--cluster-name", self.cluster_name,
+        ]  # fmt: skip
+
+
+def cluster_test_arguments(
+    capacity: CapacityTarget, burn_in: BurnInConfig, region: str
+) -> list[str]:
+    """``trn_burnin cluster-test`` arguments both orchestrators share: what the nodes are and the
+    bandwidth floor."""
+    return [
+        *catalog_arguments(capacity),
+        "--min-bus-bandwidth-fraction", str(burn_in.cluster_test_min_bus_bandwidth_fraction),
+        "--region", region,
+    ]  # fmt: skip
+
+
+def catalog_arguments(capacity: CapacityTarget) -> list[str]:
+    """The node's instance type and the catalog overrides the stack used."""
+    spec = capacity.instance
+    # The node may carry an overridden (uncertain) instance type string; hand it the overrides
+    # so trn_burnin finds the same catalog entry the stack used.
+    overrides = {spec.key: {field: getattr(spec, field) for field in OVERRIDABLE_FIELDS}}
+    return [
+        "--instance-type", spec.instance_type,
+        "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
+    ]  # fmt: skip
