@@ -12,7 +12,7 @@ from stacks.base import KitStack
 from trn_constructs.alerts import Alerts
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.capacity_expiry import CapacityExpiryWarnings
-from trn_constructs.capacity_purchase import CapacityBlockPurchase
+from trn_constructs.capacity_purchase.construct import CapacityBlockPurchase
 from trn_constructs.config import ClusterConfig
 from trn_constructs.eks import EksOrchestrator
 from trn_constructs.eks import cluster_name as eks_cluster_name

@@ -21,6 +21,7 @@ from tests.capacity.templates import (
 )
 from tests.conftest import VARIANTS, synth, synth_variant
 from stacks.cluster_stack import DRY_RUN_NOTE, PENDING_NOTE
+from trn_constructs.capacity_purchase.construct import HANDLER_DIR
 from trn_constructs.handlers import handler_code, handler_function
 
 RESOURCE_TYPE = "Custom::CapacityBlockPurchase"
@@ -123,10 +124,17 @@ def test_provider_polls_each_minute_and_gives_up_inside_cloudformations_hour(dry
     assert "ServiceTimeout" not in purchase_of(dry_run)["Properties"]
 
 
-def test_asset_holds_only_the_handler(dry_run):
+def files_below(directory) -> list[str]:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
+def test_asset_holds_only_the_handlers_modules(dry_run):
     key = function_named(dry_run, "Capacity Block purchase: adopt")["Code"]["S3Key"]
-    asset = dry_run.outdir / f"asset.{key.removesuffix('.zip')}"
-    assert sorted(path.name for path in asset.iterdir()) == ["index.py"]
+    bundled = files_below(dry_run.outdir / f"asset.{key.removesuffix('.zip')}")
+    assert bundled == sorted(
+        p.relative_to(HANDLER_DIR).as_posix() for p in HANDLER_DIR.rglob("*.py")
+    )
+    assert {"index.py", "capacity_block/lifecycle.py"} <= set(bundled)
 
 
 def test_on_event_may_describe_buy_and_tag_on_purchase_only(dry_run):
@@ -223,9 +231,11 @@ def test_confirmed_block_feeds_the_orchestrator_gate_and_outputs(confirmed):
 
 def test_handler_assets_leave_interpreter_caches_out(tmp_path):
     source = tmp_path / "handler"
-    (source / "__pycache__").mkdir(parents=True)
+    for caches in (source / "__pycache__", source / "package" / "__pycache__"):
+        caches.mkdir(parents=True)
+        (caches / "module.cpython-314.pyc").write_bytes(b"\0")
     (source / "index.py").write_text("def on_event(event, context):\n    return {}\n")
-    (source / "__pycache__" / "index.cpython-314.pyc").write_bytes(b"\0")
+    (source / "package" / "module.py").write_text("")
     app = App(outdir=str(tmp_path / "out"))
     handler_function(
         Stack(app, "Handlers"),
@@ -238,7 +248,7 @@ def test_handler_assets_leave_interpreter_caches_out(tmp_path):
     )
     app.synth()
     (asset,) = (tmp_path / "out").glob("asset.*")
-    assert sorted(path.name for path in asset.iterdir()) == ["index.py"]
+    assert files_below(asset) == ["index.py", "package/module.py"]
 
 
 def test_a_block_bought_ahead_gets_warnings_but_no_cluster_until_it_can_have_started(

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import StubResponseError
 from botocore.stub import Stubber
 
-from trn_constructs.capacity_purchase.handler import index
+from trn_constructs.capacity_purchase.handler.capacity_block.purchase import PURCHASE_ATTEMPTS
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -139,14 +138,19 @@ def offerings_params(**overrides: Any) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
 
 
-def call(handler: Callable[..., Any], request: dict[str, Any]) -> Any:
-    """Run a handler; a stub assertion it wrapped as a purchase failure is re-raised as is."""
-    try:
-        return handler(request, None)
-    except index.CapacityPurchaseError as error:
-        if isinstance(error.__cause__, StubResponseError):
-            raise error.__cause__
-        raise
+class Clock:
+    """A clock that stands still until something sleeps; it records every sleep."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self._now += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -183,7 +187,7 @@ class StubbedEC2:
 
     def purchase_throttled_throughout(self) -> None:
         """Every purchase attempt throttled, with the adoption re-check between attempts."""
-        for attempt in range(index.PURCHASE_ATTEMPTS):
+        for attempt in range(PURCHASE_ATTEMPTS):
             if attempt:
                 self.adoption_check()
             self.purchase_fails("RequestLimitExceeded", 503)

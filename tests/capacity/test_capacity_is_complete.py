@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from capacity_fakes import call, event, properties, reservation
+from capacity_fakes import event, properties, reservation
 
-from trn_constructs.capacity_purchase.handler import index
 
 AFTER_PURCHASE = event("Create", properties(ConfirmPurchase="true")) | {
     "PhysicalResourceId": "cr-0bbb",
@@ -22,29 +21,29 @@ AFTER_PURCHASE = event("Create", properties(ConfirmPurchase="true")) | {
         ("payment-pending", {"IsComplete": False}),
     ],
 )
-def test_waits_only_while_payment_is_pending(ec2, state, expected):
+def test_waits_only_while_payment_is_pending(handler, ec2, state, expected):
     ec2.reservation(reservation(state=state))
     # The Provider framework rejects Data alongside IsComplete false, so none is returned.
-    assert call(index.is_complete, AFTER_PURCHASE) == expected
+    assert handler.is_complete(AFTER_PURCHASE) == expected
 
 
-def test_payment_failure_fails_with_a_clear_message(ec2):
+def test_payment_failure_fails_with_a_clear_message(handler, ec2):
     ec2.reservation(reservation(state="payment-failed"))
     with pytest.raises(
-        index.CapacityPurchaseError, match="payment for capacity block cr-0bbb failed"
+        handler.Error, match="payment for capacity block cr-0bbb failed"
     ):
-        call(index.is_complete, AFTER_PURCHASE)
+        handler.is_complete(AFTER_PURCHASE)
 
 
-def test_an_unusable_state_after_purchase_fails(ec2):
+def test_an_unusable_state_after_purchase_fails(handler, ec2):
     ec2.reservation(reservation(state="unavailable"))
     with pytest.raises(
-        index.CapacityPurchaseError, match="cr-0bbb is unavailable, not scheduled or active"
+        handler.Error, match="cr-0bbb is unavailable, not scheduled or active"
     ):
-        call(index.is_complete, AFTER_PURCHASE)
+        handler.is_complete(AFTER_PURCHASE)
 
 
-def test_dry_run_and_reports_of_a_held_block_complete_at_once(ec2):
+def test_dry_run_and_reports_of_a_held_block_complete_at_once(handler, ec2):
     dry_run = event("Create", properties()) | {
         "PhysicalResourceId": "dry-run-0",
         "Data": {"Mode": "dry-run"},
@@ -53,5 +52,5 @@ def test_dry_run_and_reports_of_a_held_block_complete_at_once(ec2):
         "PhysicalResourceId": "cr-0bbb",
         "Data": {"Mode": "adopted"},
     }
-    assert call(index.is_complete, dry_run) == {"IsComplete": True}
-    assert call(index.is_complete, kept) == {"IsComplete": True}
+    assert handler.is_complete(dry_run) == {"IsComplete": True}
+    assert handler.is_complete(kept) == {"IsComplete": True}

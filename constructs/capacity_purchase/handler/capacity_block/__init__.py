@@ -1,0 +1,57 @@
+"""The Capacity Block purchase custom resource (CDK Provider framework): it finds, and only on
+confirmation buys, one EC2 Capacity Block for ML.
+
+PurchaseCapacityBlock spends real money, cannot be cancelled or refunded and has no idempotency
+token: a repeated call buys a second block. Everything here is arranged so that it is called at
+most once per stack name and logical id.
+
+Offering selection rule
+-----------------------
+An offering is a candidate only if ALL of these hold:
+  * instance request: its instance type and count equal InstanceType and InstanceCount;
+    UltraServer request: its UltraServer type and count equal UltraserverType and
+    UltraserverCount, and its instance type and count, where the offering reports them, equal
+    InstanceType and InstanceCount;
+  * its duration equals CapacityDurationHours exactly (EC2 also offers slightly shorter or longer
+    neighbours; those are never bought);
+  * its start lies within [EarliestStart, LatestStart];
+  * its Availability Zone equals AvailabilityZone, if one is set;
+  * it is one segment (one reservation in one AZ, which is what the cluster launches into);
+  * its currency is USD and its upfront fee is at most MaxUpfrontFeeUsd.
+Among the candidates the earliest start wins, then the lowest fee, then the lowest offering id.
+With no candidate the deployment fails with a message naming every constraint; when offerings fit
+but even the cheapest is above the cap, the message names that fee and the cap. Nothing is bought.
+
+Safety rules
+------------
+* Dry run unless ConfirmPurchase is "true": the chosen offering is reported, nothing is bought.
+* Every purchase is tagged on create with the stack name, stack id and logical id. Before any
+  purchase attempt the handler looks for a capacity reservation carrying this stack NAME and
+  logical id in a non-terminal state and adopts it instead of buying. The name, unlike the stack
+  id, survives re-creating a stack whose first deployment failed.
+* The purchase client never lets botocore retry. Only throttling (the request was rejected, not
+  executed) is retried here, with backoff and a fresh adoption check before each new attempt. Any
+  other failure fails closed: the outcome is reported as unknown, with the tags to look for.
+* Update of a held block: purchase settings the block does not satisfy are refused (a block
+  cannot be exchanged). Settings it still satisfies are accepted and change nothing; this is what
+  lets CloudFormation roll a refused update back, since the rollback is an Update carrying the
+  settings the block was bought with. Tags and ConfirmPurchase may change freely. A dry run holds
+  nothing, so its settings may change; ConfirmPurchase false -> true on a dry run buys.
+* EC2's listings are eventually consistent, so a retry moments after a purchase might not find
+  the new block by its tags. The function therefore also remembers, in its execution
+  environment's /tmp for an hour, each purchase it sends: before sending (outcome unknown) and
+  after (the reservation id). A retry that lands in the same environment adopts the remembered
+  reservation by id, or, when the outcome is unknown, refuses to buy instead of buying again.
+* Delete buys nothing and cancels nothing (a Capacity Block cannot be cancelled).
+* is_complete waits while a block bought or adopted by on_event is payment-pending.
+
+Modules, by role: request (parsing the properties, and the limits config.py shares), offerings
+(offering choice), reservations (EC2's listing of blocks), memory (purchases this environment
+sent), results (what on_event returns), adoption (holding a block instead of buying), purchase
+(the PurchaseCapacityBlock call), lifecycle (create, update, delete, is_complete); aws holds the
+clients, clock and sleep the tests replace.
+"""
+
+import logging
+
+logging.getLogger(__name__).setLevel(logging.INFO)

@@ -1,0 +1,85 @@
+"""The purchase handler loaded as a new Lambda execution environment loads it: the handler
+directory on sys.path, ``index`` imported top-level, every module a new object, and a /tmp of its
+own. Nothing one environment holds in memory or in /tmp is seen by another."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator, Mapping
+from unittest import mock
+
+from botocore.exceptions import StubResponseError
+
+from trn_constructs.capacity_purchase.construct import HANDLER_DIR
+
+PACKAGE = "capacity_block"
+
+
+def _is_handler_module(name: str) -> bool:
+    return name == "index" or name == PACKAGE or name.startswith(f"{PACKAGE}.")
+
+
+@contextmanager
+def _own_tmp(directory: Path) -> Iterator[None]:
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(directory)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+
+
+@dataclass
+class LambdaEnvironment:
+    index: ModuleType
+    modules: Mapping[str, ModuleType]
+    tmp: Path
+    environ: dict[str, str] = field(default_factory=dict)
+
+    def module(self, name: str) -> ModuleType:
+        """One of this environment's own modules, e.g. "aws" for capacity_block.aws."""
+        return self.modules[f"{PACKAGE}.{name}"]
+
+    @property
+    def Error(self) -> type[Exception]:
+        return self.module("request").CapacityPurchaseError
+
+    def on_event(self, event: Mapping[str, Any]) -> Any:
+        return self._invoke(self.index.on_event, event)
+
+    def is_complete(self, event: Mapping[str, Any]) -> Any:
+        return self._invoke(self.index.is_complete, event)
+
+    def _invoke(self, entry: Callable[..., Any], event: Mapping[str, Any]) -> Any:
+        """``entry`` with this environment's variables and /tmp. A Stubber assertion the handler
+        wrapped as a purchase failure is re-raised as is."""
+        with mock.patch.dict(os.environ, self.environ), _own_tmp(self.tmp):
+            try:
+                return entry(event, None)
+            except self.Error as error:
+                if isinstance(error.__cause__, StubResponseError):
+                    raise error.__cause__
+                raise
+
+
+def load(tmp: Path) -> LambdaEnvironment:
+    """Import the handler afresh, as the Lambda runtime does, leaving sys.modules as it was."""
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_handler_module(name)}
+    sys.path.insert(0, str(HANDLER_DIR))
+    try:
+        with _own_tmp(tmp):
+            index = importlib.import_module("index")
+        modules = {name: module for name, module in sys.modules.items() if _is_handler_module(name)}
+        return LambdaEnvironment(index=index, modules=modules, tmp=tmp)
+    finally:
+        sys.path.remove(str(HANDLER_DIR))
+        for name in [name for name in sys.modules if _is_handler_module(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
