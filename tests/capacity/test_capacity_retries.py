@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from botocore.retries.standard import ThrottledRetryableChecker
 from capacity_fakes import event, offering, properties, reservation
 from lambda_env import load
 
@@ -24,6 +25,21 @@ def test_purchase_throttling_backs_off_rechecks_and_buys_once(handler, ec2, outs
     assert result["Data"]["Mode"] == "purchased"
     assert len(ec2.purchase_calls) == 3  # two rejected unexecuted, one executed
     assert outside.clock.slept == [2.0, 4.0]
+
+
+# botocore's own list, whatever its version: every code it retries as throttling.
+@pytest.mark.parametrize("code", ThrottledRetryableChecker._THROTTLED_ERROR_CODES)
+def test_every_code_botocore_counts_as_throttling_is_retried_after_a_fresh_check(
+    handler, ec2, outside, code
+):
+    ec2.adoption_check()
+    ec2.offerings(offering())
+    ec2.purchase_fails(code, 400)
+    ec2.adoption_check()
+    ec2.purchase_succeeds(reservation())
+    assert handler.on_event(CONFIRMED)["Data"]["Mode"] == "purchased"
+    assert len(ec2.purchase_calls) == 2
+    assert outside.clock.slept == [2.0]
 
 
 def test_block_found_after_a_throttled_attempt_is_adopted_not_bought(handler, ec2):

@@ -29,9 +29,11 @@ Safety rules
   purchase attempt the handler looks for a capacity reservation carrying this stack NAME and
   logical id in a non-terminal state and adopts it instead of buying. The name, unlike the stack
   id, survives re-creating a stack whose first deployment failed.
-* The purchase client never lets botocore retry. Only throttling (the request was rejected, not
-  executed) is retried here, with backoff and a fresh adoption check before each new attempt. Any
-  other failure fails closed: the outcome is reported as unknown, with the tags to look for.
+* The purchase client never lets botocore retry. Only throttling, any code botocore's own retry
+  logic counts as throttling (the request was rejected, not executed), is retried here, with
+  backoff and a fresh adoption check before each new attempt. Any other failure (timeouts,
+  resets, 5xx included) fails closed: the outcome is reported as unknown, with the tags to look
+  for.
 * Update of a held block: purchase settings the block does not satisfy are refused (a block
   cannot be exchanged). Settings it still satisfies are accepted and change nothing; this is what
   lets CloudFormation roll a refused update back, since the rollback is an Update carrying the

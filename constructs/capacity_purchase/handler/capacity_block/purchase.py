@@ -7,6 +7,7 @@ import logging
 from typing import Any, Mapping
 
 from botocore.exceptions import ClientError
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
 from . import aws, memory
 from .adoption import adopt
@@ -28,10 +29,17 @@ from .results import MODE_PURCHASED, block_text, fee_text, result
 
 LOG = logging.getLogger(__name__)
 
-THROTTLING_CODES = frozenset({"RequestLimitExceeded", "Throttling"})
 PURCHASE_ATTEMPTS = 5
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 20.0
+
+_THROTTLING = ThrottledRetryableChecker()
+
+
+def _throttled(error: ClientError) -> bool:
+    """Whether botocore counts ``error`` as throttling, a request rejected and not executed: its
+    own list of codes (the Lambda runtime's botocore), not one kept here."""
+    return _THROTTLING.is_retryable(RetryContext(attempt_number=1, parsed_response=error.response))
 
 
 def purchase_tags(
@@ -100,7 +108,7 @@ def buy(
             )
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            if code not in THROTTLING_CODES:
+            if not _throttled(error):
                 raise _unknown_outcome(offering, identity, f"{code}: {error}") from error
             if attempt == PURCHASE_ATTEMPTS:
                 sent.forget()
