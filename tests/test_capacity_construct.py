@@ -137,18 +137,27 @@ def test_asset_holds_only_the_handlers_modules(dry_run):
     assert {"index.py", "capacity_block/lifecycle.py"} <= set(bundled)
 
 
-def test_on_event_may_describe_buy_and_tag_on_purchase_only(dry_run):
-    on_event = function_named(dry_run, "Capacity Block purchase: adopt")
-    assert role_statements(dry_run, function_role(on_event)) == [
-        {
-            "Action": [
-                "ec2:DescribeCapacityBlockOfferings",
-                "ec2:DescribeCapacityReservations",
-                "ec2:PurchaseCapacityBlock",
-            ],
-            "Effect": "Allow",
-            "Resource": "*",
-        },
+DESCRIBE = ["ec2:DescribeCapacityBlockOfferings", "ec2:DescribeCapacityReservations"]
+
+
+def on_event_statements(synthesized) -> list[dict]:
+    return role_statements(
+        synthesized, function_role(function_named(synthesized, "Capacity Block purchase: adopt"))
+    )
+
+
+def test_a_dry_run_may_describe_but_neither_buy_nor_tag(dry_run):
+    assert on_event_statements(dry_run) == [
+        {"Action": DESCRIBE, "Effect": "Allow", "Resource": "*"},
+    ]
+    policies = dry_run.template.find_resources("AWS::IAM::Policy")
+    assert "PurchaseCapacityBlock" not in json.dumps(policies)
+    assert "ec2:CreateTags" not in json.dumps(policies)
+
+
+def test_confirmed_may_also_buy_and_tag_on_purchase_only(confirmed):
+    assert on_event_statements(confirmed) == [
+        {"Action": [*DESCRIBE, "ec2:PurchaseCapacityBlock"], "Effect": "Allow", "Resource": "*"},
         {
             "Action": "ec2:CreateTags",
             "Condition": {"StringEquals": {"ec2:CreateAction": "PurchaseCapacityBlock"}},

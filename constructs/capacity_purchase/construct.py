@@ -156,46 +156,52 @@ class CapacityBlockPurchase(Construct):
         )
 
     def _grant(self, on_event: lambda_.Function, is_complete: lambda_.Function) -> None:
-        """Describe and buy Capacity Blocks, tag them while buying; nothing more."""
-        stack = Stack.of(self)
-        reservations = stack.format_arn(
-            service="ec2", resource="capacity-reservation", resource_name="*"
-        )
-        for statement in (
+        """Describe Capacity Blocks; only when confirmed, buy them and tag them while buying."""
+        buying = ["ec2:PurchaseCapacityBlock"] if self.confirmed else []
+        on_event.add_to_role_policy(
             iam.PolicyStatement(
                 actions=[
                     "ec2:DescribeCapacityBlockOfferings",
                     "ec2:DescribeCapacityReservations",
-                    "ec2:PurchaseCapacityBlock",
+                    *buying,
                 ],
                 resources=["*"],
-            ),
-            # Tag-on-create only: the tags are set in the purchase call itself.
-            iam.PolicyStatement(
-                actions=["ec2:CreateTags"],
-                resources=[reservations],
-                conditions={"StringEquals": {"ec2:CreateAction": "PurchaseCapacityBlock"}},
-            ),
-        ):
-            on_event.add_to_role_policy(statement)
-        is_complete.add_to_role_policy(
-            iam.PolicyStatement(actions=["ec2:DescribeCapacityReservations"], resources=["*"])
+            )
         )
         acknowledge(
             on_event,
             "AwsSolutions-IAM5[Resource::*]",
             "DescribeCapacityBlockOfferings and DescribeCapacityReservations have no resource-level "
-            "permissions, and PurchaseCapacityBlock creates the reservation a resource would name",
+            "permissions, and PurchaseCapacityBlock (granted only when confirmed) creates the "
+            "reservation a resource would name",
         )
-        acknowledge(
-            on_event,
-            wildcard_finding(self, reservations),
-            "CreateTags is limited by condition to tagging the reservation PurchaseCapacityBlock "
-            "creates, whose id is unknown until then",
+        if self.confirmed:
+            self._grant_tagging_on_purchase(on_event)
+        is_complete.add_to_role_policy(
+            iam.PolicyStatement(actions=["ec2:DescribeCapacityReservations"], resources=["*"])
         )
         acknowledge(
             is_complete,
             "AwsSolutions-IAM5[Resource::*]",
             "DescribeCapacityReservations has no resource-level permissions; it only reads the "
             "state of the block on_event bought",
+        )
+
+    def _grant_tagging_on_purchase(self, on_event: lambda_.Function) -> None:
+        """Tag-on-create only: the tags are set in the purchase call itself."""
+        reservations = Stack.of(self).format_arn(
+            service="ec2", resource="capacity-reservation", resource_name="*"
+        )
+        on_event.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ec2:CreateTags"],
+                resources=[reservations],
+                conditions={"StringEquals": {"ec2:CreateAction": "PurchaseCapacityBlock"}},
+            )
+        )
+        acknowledge(
+            on_event,
+            wildcard_finding(self, reservations),
+            "CreateTags is limited by condition to tagging the reservation PurchaseCapacityBlock "
+            "creates, whose id is unknown until then",
         )

@@ -25,6 +25,8 @@ but even the cheapest is above the cap, the message names that fee and the cap. 
 Safety rules
 ------------
 * Dry run unless ConfirmPurchase is "true": the chosen offering is reported, nothing is bought.
+  A dry run's function may not buy either: the construct grants PurchaseCapacityBlock (and the
+  tagging tied to it) only with capacityPurchaseConfirm=true.
 * Every purchase is tagged on create with the stack name, stack id and logical id. Before any
   purchase attempt the handler looks for a capacity reservation carrying this stack NAME and
   logical id in a non-terminal state and adopts it instead of buying. The name, unlike the stack
