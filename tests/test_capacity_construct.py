@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from aws_cdk import App, Duration, Stack
+from aws_cdk.assertions import Match
 from cfnlint.api import ManualArgs, lint
 from aws_cdk.aws_logs import RetentionDays
 
@@ -21,7 +22,13 @@ from tests.capacity.templates import (
 )
 from tests.conftest import VARIANTS, synth, synth_variant
 from stacks.cluster_stack import DRY_RUN_NOTE, PENDING_NOTE
-from trn_constructs.capacity_purchase.construct import HANDLER_DIR
+from trn_constructs.capacity_purchase.construct import HANDLER_DIR, ON_EVENT_TIMEOUT
+from trn_constructs.capacity_purchase.handler.capacity_block.adoption import LISTING_WAIT
+from trn_constructs.capacity_purchase.handler.capacity_block.aws import RECORDS_TABLE_VARIABLE
+from trn_constructs.capacity_purchase.handler.capacity_block.records import (
+    LOGICAL_ID_KEY,
+    STACK_ID_KEY,
+)
 from trn_constructs.handlers import handler_code, handler_function
 
 RESOURCE_TYPE = "Custom::CapacityBlockPurchase"
@@ -138,6 +145,8 @@ def test_asset_holds_only_the_handlers_modules(dry_run):
 
 
 DESCRIBE = ["ec2:DescribeCapacityBlockOfferings", "ec2:DescribeCapacityReservations"]
+RECORDS = "CapacityPurchaseRecords0B56D99C"
+RECORDS_ARN = {"Fn::GetAtt": [RECORDS, "Arn"]}
 
 
 def on_event_statements(synthesized) -> list[dict]:
@@ -146,25 +155,70 @@ def on_event_statements(synthesized) -> list[dict]:
     )
 
 
-def test_a_dry_run_may_describe_but_neither_buy_nor_tag(dry_run):
+def test_a_dry_run_may_describe_and_read_its_record_but_neither_buy_nor_tag(dry_run):
     assert on_event_statements(dry_run) == [
         {"Action": DESCRIBE, "Effect": "Allow", "Resource": "*"},
+        {"Action": "dynamodb:GetItem", "Effect": "Allow", "Resource": RECORDS_ARN},
     ]
-    policies = dry_run.template.find_resources("AWS::IAM::Policy")
-    assert "PurchaseCapacityBlock" not in json.dumps(policies)
-    assert "ec2:CreateTags" not in json.dumps(policies)
+    policies = json.dumps(dry_run.template.find_resources("AWS::IAM::Policy"))
+    for absent in ("ec2:PurchaseCapacityBlock", "ec2:CreateTags", "dynamodb:PutItem"):
+        assert absent not in policies
 
 
-def test_confirmed_may_also_buy_and_tag_on_purchase_only(confirmed):
+def test_confirmed_may_also_buy_tag_on_purchase_only_and_write_its_record(confirmed):
     assert on_event_statements(confirmed) == [
         {"Action": [*DESCRIBE, "ec2:PurchaseCapacityBlock"], "Effect": "Allow", "Resource": "*"},
+        {"Action": "dynamodb:GetItem", "Effect": "Allow", "Resource": RECORDS_ARN},
         {
             "Action": "ec2:CreateTags",
             "Condition": {"StringEquals": {"ec2:CreateAction": "PurchaseCapacityBlock"}},
             "Effect": "Allow",
             "Resource": "arn:aws:ec2:us-east-2:123456789012:capacity-reservation/*",
         },
+        {
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+            "Effect": "Allow",
+            "Resource": RECORDS_ARN,
+        },
     ]
+
+
+@pytest.mark.parametrize("variant", ["purchase-dry-run", "purchase-confirmed"])
+def test_purchase_records_outlive_the_stack_and_nothing_may_delete_one(variant):
+    template = synth_variant(variant).template
+    template.has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": Match.object_like(
+                {
+                    "KeySchema": [
+                        {"AttributeName": STACK_ID_KEY, "KeyType": "HASH"},
+                        {"AttributeName": LOGICAL_ID_KEY, "KeyType": "RANGE"},
+                    ],
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                    "SSESpecification": {"SSEEnabled": True},
+                    "DeletionProtectionEnabled": True,
+                }
+            ),
+        },
+    )
+    assert list(template.find_resources("AWS::DynamoDB::Table")) == [RECORDS]
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "index.on_event",
+            "Environment": {"Variables": {RECORDS_TABLE_VARIABLE: {"Ref": RECORDS}}},
+        },
+    )
+    policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
+    assert "dynamodb:DeleteItem" not in policies and "dynamodb:*" not in policies
+
+
+def test_on_event_has_time_to_wait_for_a_recorded_blocks_listing():
+    assert ON_EVENT_TIMEOUT.to_seconds() >= LISTING_WAIT.total_seconds() + 60
 
 
 def test_is_complete_may_only_read_reservations(dry_run):

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -20,6 +21,11 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
+from trn_constructs.capacity_purchase.handler.capacity_block.aws import RECORDS_TABLE_VARIABLE
+from trn_constructs.capacity_purchase.handler.capacity_block.records import (
+    LOGICAL_ID_KEY,
+    STACK_ID_KEY,
+)
 from trn_constructs.config import CapacityConfig, CapacityPurchaseConfig
 from trn_constructs.findings import acknowledge, acknowledge_provider_framework, wildcard_finding
 from trn_constructs.handlers import handler_code, handler_function
@@ -27,7 +33,8 @@ from trn_constructs.handlers import handler_code, handler_function
 HANDLER_DIR = Path(__file__).resolve().parent / "handler"
 RESOURCE_TYPE = "Custom::CapacityBlockPurchase"
 INSTANCE_PLATFORM = "Linux/UNIX"
-# One on_event run adopts, searches and buys; throttled purchases back off for about a minute.
+# One on_event run adopts, searches and buys (throttled purchases back off for about half a
+# minute), or waits up to the handler's LISTING_WAIT (3 minutes) for a recorded block's listing.
 ON_EVENT_TIMEOUT = Duration.minutes(5)
 IS_COMPLETE_TIMEOUT = Duration.minutes(1)
 POLL_INTERVAL = Duration.minutes(1)
@@ -90,6 +97,7 @@ class CapacityBlockPurchase(Construct):
         self._capacity = capacity
         self._availability_zone = availability_zone
         self.confirmed = purchase.confirm
+        self.records = self._records_table()
         code = handler_code(HANDLER_DIR)
         on_event = handler_function(
             self,
@@ -99,8 +107,9 @@ class CapacityBlockPurchase(Construct):
             timeout=ON_EVENT_TIMEOUT,
             description="Capacity Block purchase: adopt, search, and (confirmed) buy",
             log_retention=log_retention,
-            # The Provider framework may invoke on_event again while a run is under way; two
-            # concurrent runs could both find no block and both buy one.
+            environment={RECORDS_TABLE_VARIABLE: self.records.table_name},
+            # The Provider framework may invoke on_event again while a run is under way; of two
+            # concurrent runs the record lets only one buy, and the other would fail.
             reserved_concurrent_executions=1,
         )
         is_complete = handler_function(
@@ -155,8 +164,29 @@ class CapacityBlockPurchase(Construct):
             instance_count=self._capacity.instance_count,
         )
 
+    def _records_table(self) -> dynamodb.Table:
+        """The purchase records (the handler's records.py). Retained and protected from deletion:
+        a block bought stays billed after the stack is gone, and so does the record of it. Never
+        change its key: a replacement would be a new, empty table."""
+        return dynamodb.Table(
+            self,
+            "Records",
+            partition_key=dynamodb.Attribute(
+                name=STACK_ID_KEY, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=dynamodb.Attribute(name=LOGICAL_ID_KEY, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
     def _grant(self, on_event: lambda_.Function, is_complete: lambda_.Function) -> None:
-        """Describe Capacity Blocks; only when confirmed, buy them and tag them while buying."""
+        """Describe Capacity Blocks and read the purchase record; only when confirmed, buy, tag
+        while buying and write the record. Nothing may delete a record."""
         buying = ["ec2:PurchaseCapacityBlock"] if self.confirmed else []
         on_event.add_to_role_policy(
             iam.PolicyStatement(
@@ -171,12 +201,14 @@ class CapacityBlockPurchase(Construct):
         acknowledge(
             on_event,
             "AwsSolutions-IAM5[Resource::*]",
-            "DescribeCapacityBlockOfferings and DescribeCapacityReservations have no resource-level "
-            "permissions, and PurchaseCapacityBlock (granted only when confirmed) creates the "
-            "reservation a resource would name",
+            "DescribeCapacityBlockOfferings and DescribeCapacityReservations have no "
+            "resource-level permissions, and PurchaseCapacityBlock (granted only when confirmed) "
+            "creates the reservation a resource would name",
         )
+        self.records.grant(on_event, "dynamodb:GetItem")
         if self.confirmed:
             self._grant_tagging_on_purchase(on_event)
+            self.records.grant(on_event, "dynamodb:PutItem", "dynamodb:UpdateItem")
         is_complete.add_to_role_policy(
             iam.PolicyStatement(actions=["ec2:DescribeCapacityReservations"], resources=["*"])
         )

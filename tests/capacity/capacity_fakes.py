@@ -1,10 +1,12 @@
 """Builders and fakes for the Capacity Block handler tests (fixtures live in conftest.py).
 
-Nothing here talks to AWS. Two levels of fake are used:
+Nothing here talks to AWS. Two levels of scripted fake are used:
 * ``StubbedEC2``: botocore Stubbers on a "describe" and a "purchase" client, handed to the handler
   through its ``ec2_client`` seam; they assert the exact calls and parameters.
 * ``Wire``: the handler's real clients with every HTTP send answered by a script (botocore's
   ``before-send`` event). Only this level exercises botocore's own retry configuration.
+Fakes that keep state, for scenarios across Lambda environments: fake_ec2.py (EC2 with its
+listing lag) and fake_dynamodb.py (the purchase records, which every test's handler uses).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from xml.sax.saxutils import escape
 
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
+from botocore.validate import ParamValidator
 
 from trn_constructs.capacity_purchase.handler.capacity_block.purchase import PURCHASE_ATTEMPTS
 
@@ -25,6 +28,7 @@ NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 STACK_NAME = "TrnCluster"
 STACK_ID = "arn:aws:cloudformation:us-east-2:123456789012:stack/TrnCluster/11111111-aaaa"
 LOGICAL_ID = "CapacityPurchase1A2B3C4D"
+RECORDS_TABLE = "TrnCluster-CapacityPurchaseRecords0B56D99C-1ABCDEF"
 ADOPTION_FILTERS = [
     {"Name": "tag:trn-kit:stack-name", "Values": [STACK_NAME]},
     {"Name": "tag:trn-kit:logical-id", "Values": [LOGICAL_ID]},
@@ -208,12 +212,21 @@ EC2_URL = "https://ec2.us-east-2.amazonaws.com/"
 EC2_XMLNS = ' xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
 
 
-class _Body:
+class Body:
+    """An HTTP body as botocore reads a response's."""
+
     def __init__(self, data: bytes) -> None:
         self._data = data
 
     def stream(self, **_: Any):
         yield self._data
+
+
+def check_answer(operation_model: Any, body: dict[str, Any]) -> None:
+    """Fail the test if a fake's answer does not fit the operation's output shape."""
+    report = ParamValidator().validate(body, operation_model.output_shape)
+    if report.has_errors():
+        raise AssertionError(f"{operation_model.name} answer: {report.generate_report()}")
 
 
 def _xml(shape: Any, value: Any) -> str:
@@ -247,13 +260,13 @@ class Wire:
     def ok(self, operation: str, body: dict[str, Any]) -> AWSResponse:
         shape = self.service_model.operation_model(operation).output_shape
         xml = f"<{operation}Response{EC2_XMLNS}>{_xml(shape, body)}</{operation}Response>"
-        return AWSResponse(EC2_URL, 200, {}, _Body(xml.encode()))
+        return AWSResponse(EC2_URL, 200, {}, Body(xml.encode()))
 
     @staticmethod
     def error(code: str, status: int) -> AWSResponse:
         error = f"<Error><Code>{code}</Code><Message>{code}</Message></Error>"
         xml = f"<Response><Errors>{error}</Errors><RequestID>r</RequestID></Response>"
-        return AWSResponse(EC2_URL, status, {}, _Body(xml.encode()))
+        return AWSResponse(EC2_URL, status, {}, Body(xml.encode()))
 
     def send(self, request: Any, **_: Any) -> AWSResponse:
         body = request.body.decode() if isinstance(request.body, bytes) else request.body

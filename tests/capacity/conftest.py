@@ -11,21 +11,37 @@ import boto3
 import botocore.endpoint
 import pytest
 from botocore.stub import Stubber
-from capacity_fakes import NOW, Clock, StubbedEC2, Wire
+from capacity_fakes import NOW, RECORDS_TABLE, Clock, StubbedEC2, Wire, offering
+from fake_dynamodb import FakeDynamoDB
+from fake_ec2 import FakeEC2
 from lambda_env import LambdaEnvironment, load
 
 from trn_constructs.capacity_purchase.handler.capacity_block import aws
+from trn_constructs.capacity_purchase.handler.capacity_block.records import (
+    LOGICAL_ID_KEY,
+    STACK_ID_KEY,
+)
 
 REAL_EC2_CLIENT = aws.ec2_client
+REAL_RECORDS_CLIENT = aws.records_client
 
 
 @dataclass
 class Outside:
     """What every Lambda environment of a test shares, as real ones share AWS: the EC2 clients
-    (real ones, unless a fake is installed) and a clock that only sleeping moves."""
+    (real ones, unless a fake is installed), the purchase records and a clock that only sleeping
+    moves."""
 
     clock: Clock
+    dynamodb: FakeDynamoDB
     ec2_client: Callable[..., Any] = REAL_EC2_CLIENT
+    _records_client: Any = None
+
+    def records_client(self) -> Any:
+        """The handler's real DynamoDB client (made once per test: clients are slow to make)."""
+        if self._records_client is None:
+            self._records_client = self.dynamodb.attach(REAL_RECORDS_CLIENT())
+        return self._records_client
 
 
 def _connect(monkeypatch: pytest.MonkeyPatch, module: Any, outside: Outside) -> None:
@@ -36,6 +52,7 @@ def _connect(monkeypatch: pytest.MonkeyPatch, module: Any, outside: Outside) -> 
     monkeypatch.setattr(
         module, "ec2_client", lambda purpose, region=None: outside.ec2_client(purpose, region)
     )
+    monkeypatch.setattr(module, "records_client", outside.records_client)
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +64,15 @@ def fake_session() -> boto3.Session:
     )
 
 
+@pytest.fixture(scope="session")
+def dynamodb_model(fake_session: boto3.Session) -> Any:
+    return fake_session.client("dynamodb").meta.service_model
+
+
 @pytest.fixture(autouse=True)
-def outside(monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session) -> Outside:
+def outside(
+    monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session, dynamodb_model: Any
+) -> Outside:
     """The fake session as boto3's default, no ambient AWS settings, and the shared clock; the
     offering search command (imported as trn_constructs) sees the same."""
     # Nothing from the machine's own AWS setup (profiles, container or web-identity credentials,
@@ -60,7 +84,9 @@ def outside(monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session) -> Out
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", fake_session)
-    shared = Outside(clock=Clock(NOW))
+    dynamodb = FakeDynamoDB(dynamodb_model, key=(STACK_ID_KEY, LOGICAL_ID_KEY))
+    dynamodb.create_table(RECORDS_TABLE)
+    shared = Outside(clock=Clock(NOW), dynamodb=dynamodb)
     _connect(monkeypatch, aws, shared)
     return shared
 
@@ -68,11 +94,13 @@ def outside(monkeypatch: pytest.MonkeyPatch, fake_session: boto3.Session) -> Out
 @pytest.fixture
 def new_environment(
     monkeypatch: pytest.MonkeyPatch, outside: Outside, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[], LambdaEnvironment]:
-    """Makes fresh Lambda environments of the handler, all sharing ``outside``."""
+) -> Callable[..., LambdaEnvironment]:
+    """Makes fresh Lambda environments of the handler, all sharing ``outside``; by default each
+    is the function of the stack the builders describe, with its records table."""
 
-    def make() -> LambdaEnvironment:
+    def make(table: str = RECORDS_TABLE) -> LambdaEnvironment:
         environment = load(tmp_path_factory.mktemp("lambda-tmp"))
+        environment.environ[aws.RECORDS_TABLE_VARIABLE] = table
         _connect(monkeypatch, environment.module("aws"), outside)
         return environment
 
@@ -80,9 +108,15 @@ def new_environment(
 
 
 @pytest.fixture
-def handler(new_environment: Callable[[], LambdaEnvironment]) -> LambdaEnvironment:
+def handler(new_environment: Callable[..., LambdaEnvironment]) -> LambdaEnvironment:
     """The handler in one fresh Lambda environment."""
     return new_environment()
+
+
+@pytest.fixture
+def records(outside: Outside) -> FakeDynamoDB:
+    """The purchase records every environment of the test reads and writes."""
+    return outside.dynamodb
 
 
 @pytest.fixture
@@ -108,7 +142,27 @@ def ec2(monkeypatch: pytest.MonkeyPatch, outside: Outside):
 
 
 @pytest.fixture
-def wire(monkeypatch: pytest.MonkeyPatch, outside: Outside):
+def fake_ec2(monkeypatch: pytest.MonkeyPatch, outside: Outside) -> FakeEC2:
+    """EC2 as state behind the handler's real clients: two offerings fit the builders'
+    properties under their cap, so a second purchase would always find one. No listing lag
+    unless the test sets one."""
+    fake = FakeEC2(
+        clock=outside.clock,
+        make_client=REAL_EC2_CLIENT,
+        offerings=[offering("cb-0aaa"), offering("cb-0ddd", start="2026-12-03T11:30")],
+    )
+    monkeypatch.setattr(outside, "ec2_client", fake.client)
+    return fake
+
+
+@pytest.fixture
+def instant_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's retry backoff sleeps through time.sleep; tests never sleep for real."""
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)
+
+
+@pytest.fixture
+def wire(monkeypatch: pytest.MonkeyPatch, outside: Outside, instant_retries: None):
     """The handler's real clients (real retry configuration), answered by a script."""
     scripted = Wire(REAL_EC2_CLIENT("describe").meta.service_model)
 
@@ -117,8 +171,6 @@ def wire(monkeypatch: pytest.MonkeyPatch, outside: Outside):
         client.meta.events.register("before-send.ec2", scripted.send)
         return client
 
-    # botocore's retry backoff sleeps through time.sleep; tests never sleep for real.
-    monkeypatch.setattr(botocore.endpoint.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(outside, "ec2_client", factory)
     yield scripted
     assert not any(scripted.script.values()), f"unused answers: {scripted.script}"

@@ -80,7 +80,7 @@ def test_other_purchase_errors_fail_closed_after_one_attempt(handler, ec2, outsi
     assert (
         "trn-kit:stack-name=TrnCluster and trn-kit:logical-id=CapacityPurchase1A2B3C4D" in message
     )
-    assert "next deployment adopts a block carrying these tags" in message
+    assert "the next deployment waits for a block carrying these tags and adopts it" in message
     assert len(ec2.purchase_calls) == 1
     assert outside.clock.slept == []
 
@@ -141,7 +141,9 @@ def test_describe_throttling_is_retried_by_botocore_and_the_block_bought_once(ha
         ),
     ],
 )
-def test_ambiguous_purchase_failure_is_sent_once_and_fails_closed(handler, wire, monkeypatch, failure):
+def test_ambiguous_purchase_failure_is_sent_once_and_fails_closed(
+    handler, wire, monkeypatch, failure
+):
     # Even a configured AWS_MAX_ATTEMPTS must not make botocore resend a purchase.
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
     _describes_succeed_after_throttling(wire)

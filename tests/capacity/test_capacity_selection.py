@@ -164,7 +164,9 @@ def test_dry_run_physical_id_depends_only_on_purchase_settings():
     base = request.dry_run_physical_id(properties())
     assert base.startswith("dry-run-")
     assert (
-        request.dry_run_physical_id(properties(Tags=[], ConfirmPurchase="true", ServiceToken="other"))
+        request.dry_run_physical_id(
+            properties(Tags=[], ConfirmPurchase="true", ServiceToken="other")
+        )
         == base
     )
     assert request.dry_run_physical_id(properties(InstanceCount="8")) != base

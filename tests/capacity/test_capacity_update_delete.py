@@ -81,7 +81,8 @@ def test_a_dry_run_may_change_its_settings(handler, ec2):
         update(properties(InstanceCount="8"), old=properties(), physical_id=DRY_RUN_ID),
     )
     assert result["Data"]["Mode"] == "dry-run"
-    assert result["PhysicalResourceId"] == request.dry_run_physical_id(properties(InstanceCount="8"))
+    changed = properties(InstanceCount="8")
+    assert result["PhysicalResourceId"] == request.dry_run_physical_id(changed)
     assert ec2.purchase_calls == []
 
 

@@ -27,32 +27,40 @@ Safety rules
 * Dry run unless ConfirmPurchase is "true": the chosen offering is reported, nothing is bought.
   A dry run's function may not buy either: the construct grants PurchaseCapacityBlock (and the
   tagging tied to it) only with capacityPurchaseConfirm=true.
-* Every purchase is tagged on create with the stack name, stack id and logical id. Before any
-  purchase attempt the handler looks for a capacity reservation carrying this stack NAME and
-  logical id in a non-terminal state and adopts it instead of buying. The name, unlike the stack
-  id, survives re-creating a stack whose first deployment failed.
+* A durable purchase record, one DynamoDB item per stack id and logical id in the construct's
+  table (kept when the stack is deleted), is read first by every attempt in any Lambda
+  environment and written before PurchaseCapacityBlock is called: state "sending" with the
+  offering, fee and time, by a conditional write only one attempt can make; then "bought" with
+  the reservation id, or "not-bought" when EC2 throttled every attempt (executed none). Each
+  change is conditional on the version and state read. A record that is "sending" or "bought"
+  is never bought over: the attempt waits (up to three minutes) for EC2 to list its block,
+  adopts it, and past that fails closed naming the offering and the tags to look for, without
+  searching offerings. Only a released record, or one whose block has ended (its end passed, or
+  its state is terminal, e.g. payment-failed), lets an attempt buy again. Delete leaves the
+  record alone.
+* Every purchase is tagged on create with the stack name, stack id, logical id, offering id and
+  fee. Before buying, the handler also looks for a capacity reservation carrying this stack NAME
+  and logical id in a non-terminal state and adopts it instead of buying. The name, unlike the
+  stack id (and the record, whose table is the stack's), survives re-creating a stack whose
+  first deployment failed; a predecessor's purchase that EC2 does not list yet is the one case
+  left in which a second block can be bought.
 * The purchase client never lets botocore retry. Only throttling, any code botocore's own retry
   logic counts as throttling (the request was rejected, not executed), is retried here, with
   backoff and a fresh adoption check before each new attempt. Any other failure (timeouts,
   resets, 5xx included) fails closed: the outcome is reported as unknown, with the tags to look
-  for.
+  for, and the record stays "sending".
 * Update of a held block: purchase settings the block does not satisfy are refused (a block
   cannot be exchanged). Settings it still satisfies are accepted and change nothing; this is what
   lets CloudFormation roll a refused update back, since the rollback is an Update carrying the
   settings the block was bought with. Tags and ConfirmPurchase may change freely. A dry run holds
   nothing, so its settings may change; ConfirmPurchase false -> true on a dry run buys.
-* EC2's listings are eventually consistent, so a retry moments after a purchase might not find
-  the new block by its tags. The function therefore also remembers, in its execution
-  environment's /tmp for an hour, each purchase it sends: before sending (outcome unknown) and
-  after (the reservation id). A retry that lands in the same environment adopts the remembered
-  reservation by id, or, when the outcome is unknown, refuses to buy instead of buying again.
 * Delete buys nothing and cancels nothing (a Capacity Block cannot be cancelled).
 * is_complete waits while a block bought or adopted by on_event is payment-pending.
 
 Modules, by role: request (parsing the properties, and the limits config.py shares), offerings
-(offering choice), reservations (EC2's listing of blocks), memory (purchases this environment
-sent), results (what on_event returns), adoption (holding a block instead of buying), purchase
-(the PurchaseCapacityBlock call), lifecycle (create, update, delete, is_complete); aws holds the
+(offering choice), reservations (EC2's listing of blocks), records (the purchase records),
+results (what on_event returns), adoption (holding a block instead of buying), purchase (the
+PurchaseCapacityBlock call), lifecycle (create, update, delete, is_complete); aws holds the
 clients, clock and sleep the tests replace.
 """
 

@@ -1,22 +1,27 @@
-"""Holding a block instead of buying one: the live block tagged for this resource, or one this
-environment remembers buying."""
+"""Holding a block instead of buying one: the block this resource's purchase record names, or the
+live block tagged for it."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
-from . import memory
+from . import aws, records
 from .request import (
     LOGICAL_ID_TAG,
+    STACK_ID_TAG,
     STACK_NAME_TAG,
     CapacityPurchaseError,
     Identity,
     PurchaseRequest,
     format_time,
 )
-from .reservations import TERMINAL_STATES, Reservation, describe_reservation
+from .reservations import TERMINAL_STATES, Reservation, find_tagged, lookup, wait_for
 from .results import MODE_DRY_RUN, block_text, fee_text, held, result
+
+# How long on_event waits for EC2 to list the block a purchase record stands for; the
+# construct's ON_EVENT_TIMEOUT leaves room for it.
+LISTING_WAIT = timedelta(minutes=3)
 
 
 def adopt(
@@ -58,28 +63,52 @@ def adopt(
     )
 
 
-def remembered(
-    describe, request: PurchaseRequest, identity: Identity, physical_id: str
-) -> dict[str, Any] | None:
-    """A purchase this environment sent that EC2's tag search does not list yet: adopt it by id,
-    or refuse while its outcome is unknown. None: nothing live is remembered, go on."""
-    sent = memory.PurchaseMemory.of(identity)
-    record = sent.recall()
-    if record is None:
-        return None
-    reservation_id = record.get("CapacityReservationId")
-    if reservation_id:
-        reservation = describe_reservation(describe, reservation_id)
-        if reservation.state not in TERMINAL_STATES:
-            return adopt([reservation], request, physical_id)
-        # Ended (e.g. payment-failed): it holds nothing, so the next block may be bought.
-        sent.forget()
-        return None
-    expires = datetime.fromisoformat(record["SentAt"]) + memory.MARKER_TTL
-    raise CapacityPurchaseError(
-        f"this function sent PurchaseCapacityBlock for offering {record['OfferingId']} at "
-        f"{record['SentAt']} and its outcome is unknown; EC2 does not list a block tagged for "
-        "this resource yet, so nothing is bought again. Deploy again in a few minutes: a block "
-        f"bought then is adopted; if none was bought, this function buys again from "
-        f"{format_time(expires)}. {identity.lookup_hint()}"
+def recorded_blocks(
+    describe, identity: Identity, intent: records.Intent, request: PurchaseRequest
+) -> list[Reservation]:
+    """The live block ``intent`` stands for, once EC2 lists it (waiting up to LISTING_WAIT); none
+    when the record holds no block: released, or its block has ended. Raises, buying nothing,
+    when EC2 lists no such block in time."""
+    if intent.state == records.NOT_BOUGHT or aws.utcnow() >= intent.ends_at:
+        return []
+    if intent.reservation_id:
+        found = wait_for(lambda: lookup(describe, intent.reservation_id), LISTING_WAIT)
+        blocks = [found] if found else []
+    else:
+        blocks = wait_for(lambda: _bought_for(describe, identity, intent), LISTING_WAIT) or []
+        if len(blocks) == 1 and request.confirmed:
+            records.mark_bought(identity, intent, blocks[0].reservation_id)
+    if not blocks:
+        raise _unlisted(identity, intent)
+    # Ended (e.g. payment-failed): it holds nothing, so the next block may be bought.
+    return [block for block in blocks if block.state not in TERMINAL_STATES]
+
+
+def _bought_for(describe, identity: Identity, intent: records.Intent) -> list[Reservation] | None:
+    """What the intent's purchase created, in any state: blocks tagged with this stack id, this
+    logical id and the intended offering; None while EC2 lists none."""
+    return [
+        r
+        for r in find_tagged(describe, identity)
+        if r.tags.get(STACK_ID_TAG) == identity.stack_id and r.offering_id == intent.offering_id
+    ] or None
+
+
+def _unlisted(identity: Identity, intent: records.Intent) -> CapacityPurchaseError:
+    waited = f"{LISTING_WAIT.total_seconds() / 60:.0f} minutes"
+    sent = f"offering {intent.offering_id}, sent {format_time(intent.sent_at)}"
+    if intent.reservation_id:
+        return CapacityPurchaseError(
+            f"capacity block {intent.reservation_id} was bought for this resource ({sent}), but "
+            f"EC2 does not list it after {waited}; nothing is bought again. Deploy again in a few "
+            "minutes: it is adopted once listed (aws ec2 describe-capacity-reservations "
+            f"--capacity-reservation-ids {intent.reservation_id})"
+        )
+    return CapacityPurchaseError(
+        f"PurchaseCapacityBlock was sent for this resource ({sent}) and its outcome is unknown; "
+        f"EC2 lists no block of that offering tagged for this stack after {waited}, so nothing "
+        f"is bought again. {identity.lookup_hint()}. Deploy again in a few minutes: a block "
+        "listed then is adopted. If none ever is, nothing was bought; then delete this "
+        f"resource's purchase record to let the next deployment buy: "
+        f"{records.deletion_command(identity)}"
     )

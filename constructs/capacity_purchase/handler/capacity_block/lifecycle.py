@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from . import aws
-from .adoption import adopt, remembered
+from . import aws, records
+from .adoption import adopt, recorded_blocks
 from .offerings import fetch_offerings, select_offering
 from .purchase import buy
 from .request import (
@@ -60,15 +60,19 @@ def _parse(event: Mapping[str, Any]) -> tuple[PurchaseRequest, Identity]:
 def _acquire(
     event: Mapping[str, Any], request: PurchaseRequest, identity: Identity
 ) -> dict[str, Any]:
-    """Adopt this resource's tagged block, else find the offering and, if confirmed, buy it."""
+    """Adopt the block this resource's record or tags name, else find the offering and, if
+    confirmed, buy it."""
     physical_id = dry_run_physical_id(event["ResourceProperties"])
     describe = aws.ec2_client("describe")
+    # The record first: EC2's listing may not show yet what an earlier attempt bought.
+    intent = records.read(identity)
+    if intent is not None:
+        recorded = recorded_blocks(describe, identity, intent, request)
+        if recorded:
+            return adopt(recorded, request, physical_id)
     candidates = find_adoptable(describe, identity)
     if candidates:
         return adopt(candidates, request, physical_id)
-    adopted = remembered(describe, request, identity, physical_id)
-    if adopted:
-        return adopted
     query = request.query
     query.check_window(aws.utcnow())
     offering = select_offering(fetch_offerings(describe, query), query, request.max_fee_usd)
@@ -81,7 +85,7 @@ def _acquire(
             f"DRY RUN: would buy {offering.offering_id} {block_text(offering)} for "
             f"{fee_text(offering)}; set capacityPurchaseConfirm=true to buy",
         )
-    return buy(request, identity, offering, describe, physical_id)
+    return buy(request, identity, offering, intent, describe, physical_id)
 
 
 def _keep(event: Mapping[str, Any], request: PurchaseRequest) -> dict[str, Any]:

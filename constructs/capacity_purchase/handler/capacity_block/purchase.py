@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from botocore.exceptions import ClientError
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 
-from . import aws, memory
+from . import aws, records
 from .adoption import adopt
 from .offerings import Offering
 from .request import (
@@ -61,7 +61,8 @@ def _unknown_outcome(offering: Offering, identity: Identity, cause: str) -> Capa
         f"PurchaseCapacityBlock for offering {offering.offering_id} "
         f"({format_fee(offering.upfront_fee)} USD) failed: {cause}. The outcome is UNKNOWN and "
         f"the call is not retried: a block may have been bought. {identity.lookup_hint()}. The "
-        "next deployment adopts a block carrying these tags instead of buying another"
+        "purchase record keeps this intent: the next deployment waits for a block carrying these "
+        "tags and adopts it, and buys nothing while EC2 lists none"
     )
 
 
@@ -79,18 +80,17 @@ def _bought_reservation_id(response: Mapping[str, Any]) -> str:
 
 
 def buy(
-    request: PurchaseRequest, identity: Identity, offering: Offering, describe, physical_id: str
+    request: PurchaseRequest,
+    identity: Identity,
+    offering: Offering,
+    previous: records.Intent | None,
+    describe,
+    physical_id: str,
 ) -> dict[str, Any]:
+    """Record the intent (``previous``: the record read, holding no block), then buy."""
     purchase_client = aws.ec2_client("purchase")
     tags = purchase_tags(identity, request, offering)
-    sent = memory.PurchaseMemory.of(identity)
-    try:
-        sent.sending(offering)
-    except OSError as error:
-        raise CapacityPurchaseError(
-            f"could not record the purchase of {offering.offering_id} before sending it "
-            f"({error}); nothing was bought"
-        ) from error
+    intent = records.claim(identity, offering, previous)
     attempt = 1
     while True:
         LOG.info(
@@ -111,10 +111,11 @@ def buy(
             if not _throttled(error):
                 raise _unknown_outcome(offering, identity, f"{code}: {error}") from error
             if attempt == PURCHASE_ATTEMPTS:
-                sent.forget()
+                reason = f"EC2 throttled all {PURCHASE_ATTEMPTS} purchase attempts ({code})"
+                records.release(identity, intent, reason)
                 raise CapacityPurchaseError(
-                    f"EC2 throttled all {PURCHASE_ATTEMPTS} purchase attempts ({code}); a "
-                    "throttled request is not executed, so nothing was bought. Deploy again later"
+                    f"{reason}; a throttled request is not executed, so nothing was bought. "
+                    "Deploy again later"
                 ) from error
             delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
             LOG.warning(
@@ -123,7 +124,8 @@ def buy(
             aws.sleep(delay)
             candidates = find_adoptable(describe, identity)
             if candidates:
-                sent.forget()
+                # e.g. a block bought for an earlier stack of this name, listed only now
+                records.release(identity, intent, f"a tagged block was listed after {code}")
                 return adopt(candidates, request, physical_id)
             attempt += 1
         except Exception as error:  # timeouts, dropped connections: the request may have executed
@@ -131,7 +133,7 @@ def buy(
             raise _unknown_outcome(offering, identity, cause) from error
         else:
             reservation_id = _bought_reservation_id(response)
-            sent.bought(reservation_id)
+            records.mark_bought(identity, intent, reservation_id)
             return result(
                 MODE_PURCHASED,
                 reservation_id,

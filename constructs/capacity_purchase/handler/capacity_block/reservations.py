@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from botocore.exceptions import ClientError
 
+from . import aws
 from .request import (
     LOGICAL_ID_TAG,
     OFFERING_ID_TAG,
@@ -25,6 +26,9 @@ from .request import (
 TERMINAL_STATES = frozenset({"cancelled", "expired", "failed", "payment-failed"})
 READY_STATES = frozenset({"scheduled", "active"})
 PAYMENT_PENDING_STATES = frozenset({"payment-pending", "pending", "assessing", "delayed"})
+LISTING_POLL = timedelta(seconds=15)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,30 +92,50 @@ class Reservation:
         return [text for mismatch, text in checks if mismatch]
 
 
-def find_adoptable(client, identity: Identity) -> list[Reservation]:
-    """Live reservations tagged for this stack name and logical id (tags re-checked here, so a
-    filter the service ignored could not make a stranger's block look like ours)."""
+def find_tagged(client, identity: Identity) -> list[Reservation]:
+    """Reservations in any state tagged for this stack name and logical id (tags re-checked here,
+    so a filter the service ignored could not make a stranger's block look like ours)."""
     wanted = {STACK_NAME_TAG: identity.stack_name, LOGICAL_ID_TAG: identity.logical_id}
     filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in wanted.items()]
     pages = client.get_paginator("describe_capacity_reservations").paginate(Filters=filters)
     found = [Reservation.from_api(item) for page in pages for item in page["CapacityReservations"]]
-    return [
-        r
-        for r in found
-        if r.state not in TERMINAL_STATES and all(r.tags.get(k) == v for k, v in wanted.items())
-    ]
+    return [r for r in found if all(r.tags.get(k) == v for k, v in wanted.items())]
 
 
-def describe_reservation(client, reservation_id: str) -> Reservation:
+def find_adoptable(client, identity: Identity) -> list[Reservation]:
+    """The live reservations tagged for this stack name and logical id."""
+    return [r for r in find_tagged(client, identity) if r.state not in TERMINAL_STATES]
+
+
+def lookup(client, reservation_id: str) -> Reservation | None:
+    """The reservation by id, or None while (or once) EC2 does not list it."""
     try:
         response = client.describe_capacity_reservations(CapacityReservationIds=[reservation_id])
     except ClientError as error:
         if not error.response.get("Error", {}).get("Code", "").endswith("NotFound"):
             raise
-        response = {"CapacityReservations": []}
-    if not response["CapacityReservations"]:
+        return None
+    items = response["CapacityReservations"]
+    return Reservation.from_api(items[0]) if items else None
+
+
+def describe_reservation(client, reservation_id: str) -> Reservation:
+    """The reservation this resource holds, which EC2 must list."""
+    reservation = lookup(client, reservation_id)
+    if reservation is None:
         raise CapacityPurchaseError(
             f"capacity reservation {reservation_id}, held by this resource, is not listed by EC2 "
             "(a block drops out of the listing some time after it ends)"
         )
-    return Reservation.from_api(response["CapacityReservations"][0])
+    return reservation
+
+
+def wait_for(find: Callable[[], T | None], within: timedelta) -> T | None:
+    """``find()`` again, every LISTING_POLL, until it finds something or ``within`` has passed:
+    EC2 lists a block only some time after it was bought."""
+    deadline = aws.utcnow() + within
+    found = find()
+    while found is None and aws.utcnow() < deadline:
+        aws.sleep(LISTING_POLL.total_seconds())
+        found = find()
+    return found

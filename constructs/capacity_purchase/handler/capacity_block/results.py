@@ -1,4 +1,4 @@
-"""What on_event returns to the Provider framework: the physical id and the resource's attributes."""
+"""What on_event returns to the Provider framework: the physical id and the attributes."""
 
 from __future__ import annotations
 
