@@ -124,3 +124,20 @@ def test_of_two_concurrent_runs_only_the_one_that_records_first_buys(
     (record,) = records.items(RECORDS_TABLE)
     assert record["ReservationId"] == fake_ec2.bought()[0]
     assert len(fake_ec2.purchases) == 1
+
+
+def test_is_complete_right_after_a_purchase_waits_through_the_lag(
+    new_environment, fake_ec2, outside
+):
+    fake_ec2.lag = timedelta(minutes=3)
+    bought = new_environment().on_event(CONFIRMED)
+    polled = CONFIRMED | bought  # as the Provider framework hands it on
+    answers = []
+    for minute in range(5):  # the Provider polls once a minute
+        if minute == 4:
+            fake_ec2.set_state(bought["PhysicalResourceId"], "scheduled")  # paid
+        answers.append(new_environment().is_complete(polled)["IsComplete"])
+        outside.clock.sleep(60)
+    # Not listed for three minutes, then listed and payment-pending, then paid.
+    assert answers == [False, False, False, False, True]
+    assert len(fake_ec2.purchases) == 1

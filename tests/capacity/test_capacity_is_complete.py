@@ -1,15 +1,17 @@
-"""is_complete: wait for payment after a purchase or adoption; nothing to wait for otherwise."""
+"""is_complete: after a purchase or adoption, wait (a bounded time) for EC2 to list the block and
+for its payment; nothing to wait for otherwise."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 from capacity_fakes import event, properties, reservation
 
-
 AFTER_PURCHASE = event("Create", properties(ConfirmPurchase="true")) | {
     "PhysicalResourceId": "cr-0bbb",
     "Data": {"Mode": "purchased"},
-    "AwaitPayment": "true",
+    "AwaitBlockListedBy": "2026-11-20T09:15:00Z",
 }
 
 
@@ -25,6 +27,29 @@ def test_waits_only_while_payment_is_pending(handler, ec2, state, expected):
     ec2.reservation(reservation(state=state))
     # The Provider framework rejects Data alongside IsComplete false, so none is returned.
     assert handler.is_complete(AFTER_PURCHASE) == expected
+
+
+def not_listed(ec2) -> None:
+    ec2.describe_stub.add_client_error(
+        "describe_capacity_reservations",
+        service_error_code="InvalidCapacityReservationId.NotFound",
+        http_status_code=400,
+        expected_params={"CapacityReservationIds": ["cr-0bbb"]},
+    )
+
+
+def test_waits_while_ec2_does_not_list_the_block_yet_then_fails_closed(handler, ec2, outside):
+    not_listed(ec2)
+    assert handler.is_complete(AFTER_PURCHASE) == {"IsComplete": False}
+    outside.clock.sleep(timedelta(minutes=15).total_seconds())
+    not_listed(ec2)
+    with pytest.raises(handler.Error) as failure:
+        handler.is_complete(AFTER_PURCHASE)
+    assert str(failure.value).startswith(
+        "capacity block cr-0bbb, held by this resource, is still not listed by EC2 at "
+        "2026-11-20T09:15:00Z; nothing is bought again"
+    )
+    assert ec2.purchase_calls == []
 
 
 def test_payment_failure_fails_with_a_clear_message(handler, ec2):

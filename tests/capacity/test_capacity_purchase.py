@@ -92,7 +92,7 @@ def test_confirmed_purchase_buys_exactly_once_with_the_idempotency_tags(handler,
     result = handler.on_event(event("Create", CONFIRMED))
     assert ec2.purchase_calls == [EXPECTED_PURCHASE]
     assert result["PhysicalResourceId"] == "cr-0bbb"
-    assert result["AwaitPayment"] == "true"
+    assert result["AwaitBlockListedBy"] == "2026-11-20T09:15:00Z"
     assert result["Data"]["Mode"] == "purchased"
     assert result["Data"]["CapacityReservationId"] == "cr-0bbb"
     assert result["Data"]["Summary"].startswith("PURCHASED cr-0bbb: cb-0aaa 4 x trn2.48xlarge")
@@ -138,7 +138,7 @@ def test_retry_after_a_successful_purchase_adopts_and_buys_nothing(handler, ec2)
     result = handler.on_event(event("Create", CONFIRMED))
     assert ec2.purchase_calls == []
     assert result["PhysicalResourceId"] == "cr-0bbb"
-    assert result["AwaitPayment"] == "true"
+    assert result["AwaitBlockListedBy"] == "2026-11-20T09:15:00Z"
     assert (result["Data"]["Mode"], result["Data"]["UpfrontFee"], result["Data"]["OfferingId"]) == (
         "adopted",
         "20000.00",

@@ -51,7 +51,7 @@ def test_tags_only_change_is_accepted_and_reports_the_block(handler, ec2):
     assert result["PhysicalResourceId"] == "cr-0bbb"
     assert result["Data"]["Mode"] == "adopted"
     assert result["Data"]["Summary"].startswith("KEEPS cr-0bbb: 4 x trn2.48xlarge in us-east-2b")
-    assert "AwaitPayment" not in result
+    assert "AwaitBlockListedBy" not in result
     assert ec2.purchase_calls == []
 
 

@@ -55,7 +55,8 @@ Safety rules
   settings the block was bought with. Tags and ConfirmPurchase may change freely. A dry run holds
   nothing, so its settings may change; ConfirmPurchase false -> true on a dry run buys.
 * Delete buys nothing and cancels nothing (a Capacity Block cannot be cancelled).
-* is_complete waits while a block bought or adopted by on_event is payment-pending.
+* is_complete waits while a block bought or adopted by on_event is not listed by EC2 yet (up to
+  15 minutes after on_event, then it fails, buying nothing) and while it is payment-pending.
 
 Modules, by role: request (parsing the properties, and the limits config.py shares), offerings
 (offering choice), reservations (EC2's listing of blocks), records (the purchase records),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, Mapping
 
 from . import aws, records
@@ -22,8 +23,9 @@ from .reservations import (
     READY_STATES,
     describe_reservation,
     find_adoptable,
+    lookup,
 )
-from .results import AWAIT_PAYMENT, MODE_DRY_RUN, block_text, fee_text, held, result
+from .results import AWAIT_BLOCK, MODE_DRY_RUN, block_text, fee_text, held, result
 
 LOG = logging.getLogger(__name__)
 
@@ -114,11 +116,24 @@ def _keep(event: Mapping[str, Any], request: PurchaseRequest) -> dict[str, Any]:
 
 
 def is_complete(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Wait for a block bought or adopted by on_event to leave payment-pending; all else is done."""
-    if event["RequestType"] == "Delete" or event.get(AWAIT_PAYMENT) != "true":
+    """Wait for a block bought or adopted by on_event to be listed and to leave payment-pending;
+    all else is done at once."""
+    listed_by = event.get(AWAIT_BLOCK)
+    if event["RequestType"] == "Delete" or not listed_by:
         return {"IsComplete": True}
     reservation_id = event["PhysicalResourceId"]
-    state = describe_reservation(aws.ec2_client("describe"), reservation_id).state
+    reservation = lookup(aws.ec2_client("describe"), reservation_id)
+    if reservation is None:
+        if aws.utcnow() < datetime.fromisoformat(listed_by):
+            LOG.info("capacity reservation %s is not listed by EC2 yet", reservation_id)
+            return {"IsComplete": False}
+        raise CapacityPurchaseError(
+            f"capacity block {reservation_id}, held by this resource, is still not listed by EC2 "
+            f"at {listed_by}; nothing is bought again, as its purchase record names it. Check it "
+            f"(aws ec2 describe-capacity-reservations --capacity-reservation-ids "
+            f"{reservation_id}) before deploying again"
+        )
+    state = reservation.state
     LOG.info("capacity reservation %s is %s", reservation_id, state)
     if state in READY_STATES:
         return {"IsComplete": True}

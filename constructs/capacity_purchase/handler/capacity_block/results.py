@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from . import aws
 from .offerings import Offering
 from .request import format_fee, format_time
 from .reservations import Reservation
@@ -16,8 +17,11 @@ MODE_DRY_RUN = "dry-run"
 MODE_PURCHASED = "purchased"
 MODE_ADOPTED = "adopted"
 # Custom on_event field the Provider framework hands on to is_complete: set only when this
-# invocation bought or adopted a block, the only case with a payment to wait for.
-AWAIT_PAYMENT = "AwaitPayment"
+# invocation bought or adopted a block, the only case with a payment to wait for. Its value is
+# the time until which is_complete waits for EC2 to list the block at all (ISO-8601 UTC).
+AWAIT_BLOCK = "AwaitBlockListedBy"
+# EC2 lists a block bought moments ago only after a while.
+BLOCK_LISTING_WAIT = timedelta(minutes=15)
 
 
 def block_text(block: Offering | Reservation) -> str:
@@ -64,7 +68,7 @@ def result(
         },
     }
     if await_payment:
-        response[AWAIT_PAYMENT] = "true"
+        response[AWAIT_BLOCK] = iso(aws.utcnow() + BLOCK_LISTING_WAIT)
     return response
 
 
