@@ -4,8 +4,10 @@ own. Nothing one environment holds in memory or in /tmp is seen by another."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -20,10 +22,23 @@ from botocore.exceptions import StubResponseError
 from trn_constructs.capacity_purchase.construct import HANDLER_DIR
 
 PACKAGE = "capacity_block"
+# Compiled once, outside the source tree, so that each fresh import only executes the modules.
+_BYTECODE = tempfile.mkdtemp(prefix="lambda-env-bytecode-")
+atexit.register(shutil.rmtree, _BYTECODE, ignore_errors=True)
 
 
 def _is_handler_module(name: str) -> bool:
     return name == "index" or name == PACKAGE or name.startswith(f"{PACKAGE}.")
+
+
+@contextmanager
+def _cached_bytecode() -> Iterator[None]:
+    saved = sys.dont_write_bytecode, sys.pycache_prefix
+    sys.dont_write_bytecode, sys.pycache_prefix = False, _BYTECODE
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode, sys.pycache_prefix = saved
 
 
 @contextmanager
@@ -74,7 +89,7 @@ def load(tmp: Path) -> LambdaEnvironment:
     saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_handler_module(name)}
     sys.path.insert(0, str(HANDLER_DIR))
     try:
-        with _own_tmp(tmp):
+        with _own_tmp(tmp), _cached_bytecode():
             index = importlib.import_module("index")
         modules = {name: module for name, module in sys.modules.items() if _is_handler_module(name)}
         return LambdaEnvironment(index=index, modules=modules, tmp=tmp)
