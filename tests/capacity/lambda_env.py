@@ -1,6 +1,7 @@
 """The purchase handler loaded as a new Lambda execution environment loads it: the handler
-directory on sys.path, ``index`` imported top-level, every module a new object, and a /tmp of its
-own. Nothing one environment holds in memory or in /tmp is seen by another."""
+directory on sys.path, ``index`` imported top-level, every module a new object, the kit itself not
+importable, and a /tmp of its own. Nothing one environment holds in memory or in /tmp is seen by
+another."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def _is_handler_module(name: str) -> bool:
     return name == "index" or name == PACKAGE or name.startswith(f"{PACKAGE}.")
 
 
+def _is_kit_module(name: str) -> bool:
+    return name == "trn_constructs" or name.startswith("trn_constructs.")
+
+
 @contextmanager
 def _cached_bytecode() -> Iterator[None]:
     saved = sys.dont_write_bytecode, sys.pycache_prefix
@@ -39,6 +44,18 @@ def _cached_bytecode() -> Iterator[None]:
         yield
     finally:
         sys.dont_write_bytecode, sys.pycache_prefix = saved
+
+
+@contextmanager
+def _isolated_modules() -> Iterator[None]:
+    """No handler module loaded yet, and the kit not importable (the asset holds the handler
+    directory only); sys.modules is restored on exit, so the new modules leave it too."""
+    kept = [name for name in sys.modules if _is_handler_module(name) or _is_kit_module(name)]
+    with mock.patch.dict(sys.modules):
+        for name in kept:
+            del sys.modules[name]
+        sys.modules["trn_constructs"] = None
+        yield
 
 
 @contextmanager
@@ -86,15 +103,11 @@ class LambdaEnvironment:
 
 def load(tmp: Path) -> LambdaEnvironment:
     """Import the handler afresh, as the Lambda runtime does, leaving sys.modules as it was."""
-    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_handler_module(name)}
     sys.path.insert(0, str(HANDLER_DIR))
     try:
-        with _own_tmp(tmp), _cached_bytecode():
+        with _own_tmp(tmp), _cached_bytecode(), _isolated_modules():
             index = importlib.import_module("index")
-        modules = {name: module for name, module in sys.modules.items() if _is_handler_module(name)}
-        return LambdaEnvironment(index=index, modules=modules, tmp=tmp)
+            modules = {n: module for n, module in sys.modules.items() if _is_handler_module(n)}
     finally:
         sys.path.remove(str(HANDLER_DIR))
-        for name in [name for name in sys.modules if _is_handler_module(name)]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    return LambdaEnvironment(index=index, modules=modules, tmp=tmp)
