@@ -59,13 +59,14 @@ def test_cheapest_offering_above_the_cap_fails_and_buys_nothing(handler, ec2):
     assert ec2.purchase_calls == []
 
 
-def test_dry_run_reports_the_offering_and_buys_nothing(handler, ec2):
+def test_dry_run_reports_the_offering_and_buys_nothing(handler, ec2, records):
     ec2.adoption_check()
     ec2.offerings(
         offering("cb-0aaa", fee="12345"), offering("cb-later", start="2026-12-03T11:30", fee="100")
     )
     result = handler.on_event(event("Create", properties()))
     assert ec2.purchase_calls == []
+    assert records.sends == ["GetItem"]  # a dry run only reads the purchase record
     assert result["PhysicalResourceId"] == request.dry_run_physical_id(properties())
     assert result["Data"] == {
         "CapacityReservationId": "",

@@ -49,7 +49,7 @@ def delete(event: Mapping[str, Any]) -> dict[str, Any]:
     else:
         LOG.warning(
             "capacity block %s is NOT cancelled (Capacity Blocks cannot be cancelled): it "
-            "remains, and is billed, until its end date",
+            "remains, and is billed, until its end date; its purchase record is kept",
             physical_id,
         )
     return {"PhysicalResourceId": physical_id}
