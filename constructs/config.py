@@ -21,6 +21,8 @@ from aws_cdk.aws_logs import RetentionDays
 
 from trn_burnin.catalog import CATALOG, InstanceSpec, apply_overrides, find_by_instance_type
 from trn_constructs.timeline import HANDOVER_MAX_MINUTES, SAFETY, Budgets
+# The purchase handler's own limits, so synth rejects what the deployment would.
+from trn_constructs.capacity_purchase.handler.capacity_block import request as rules
 
 T = TypeVar("T")
 
@@ -445,10 +447,6 @@ def _parse_capacity_purchase(
         if confirm:
             raise _fail("capacityPurchaseConfirm", confirm, "false unless capacityPurchase is true")
         return None
-    # The purchase handler's own limits, so synth rejects what the deployment would. Imported
-    # here because that package's construct imports this module.
-    from trn_constructs.capacity_purchase.handler import index as rules
-
     limit = rules.MAX_INSTANCES_PER_BLOCK
     if capacity.instance_count > limit:
         spec = capacity.instance

@@ -16,7 +16,7 @@ from trn_constructs.alerts import Alerts
 from trn_constructs.burn_in import BurnInArtifacts
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.capacity_expiry import CapacityExpiryWarnings
-from trn_constructs.capacity_purchase import CapacityBlockPurchase
+from trn_constructs.capacity_purchase.construct import CapacityBlockPurchase
 from trn_constructs.config import ClusterConfig
 from trn_constructs.handover import ClusterTestPlan, cluster_test_plan
 from trn_constructs.network import Network

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from aws_cdk import App, Duration, Stack
+from aws_cdk.assertions import Match
 from cfnlint.api import ManualArgs, lint
 from aws_cdk.aws_logs import RetentionDays
 
@@ -21,6 +22,13 @@ from tests.capacity.templates import (
 )
 from tests.conftest import VARIANTS, synth, synth_variant
 from stacks.infra_stack import DRY_RUN_NOTE
+from trn_constructs.capacity_purchase.construct import HANDLER_DIR, ON_EVENT_TIMEOUT
+from trn_constructs.capacity_purchase.handler.capacity_block.adoption import LISTING_WAIT
+from trn_constructs.capacity_purchase.handler.capacity_block.aws import RECORDS_TABLE_VARIABLE
+from trn_constructs.capacity_purchase.handler.capacity_block.records import (
+    LOGICAL_ID_KEY,
+    STACK_ID_KEY,
+)
 from trn_constructs.handlers import handler_code, handler_function
 
 RESOURCE_TYPE = "Custom::CapacityBlockPurchase"
@@ -123,31 +131,94 @@ def test_provider_polls_each_minute_and_gives_up_inside_cloudformations_hour(dry
     assert "ServiceTimeout" not in purchase_of(dry_run)["Properties"]
 
 
-def test_asset_holds_only_the_handler(dry_run):
+def files_below(directory) -> list[str]:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
+def test_asset_holds_only_the_handlers_modules(dry_run):
     key = function_named(dry_run, "Capacity Block purchase: adopt")["Code"]["S3Key"]
-    asset = dry_run.outdir / f"asset.{key.removesuffix('.zip')}"
-    assert sorted(path.name for path in asset.iterdir()) == ["index.py"]
+    bundled = files_below(dry_run.outdir / f"asset.{key.removesuffix('.zip')}")
+    assert bundled == sorted(
+        p.relative_to(HANDLER_DIR).as_posix() for p in HANDLER_DIR.rglob("*.py")
+    )
+    assert {"index.py", "capacity_block/lifecycle.py"} <= set(bundled)
 
 
-def test_on_event_may_describe_buy_and_tag_on_purchase_only(dry_run):
-    on_event = function_named(dry_run, "Capacity Block purchase: adopt")
-    assert role_statements(dry_run, function_role(on_event)) == [
-        {
-            "Action": [
-                "ec2:DescribeCapacityBlockOfferings",
-                "ec2:DescribeCapacityReservations",
-                "ec2:PurchaseCapacityBlock",
-            ],
-            "Effect": "Allow",
-            "Resource": "*",
-        },
+DESCRIBE = ["ec2:DescribeCapacityBlockOfferings", "ec2:DescribeCapacityReservations"]
+RECORDS = "CapacityPurchaseRecords0B56D99C"
+RECORDS_ARN = {"Fn::GetAtt": [RECORDS, "Arn"]}
+
+
+def on_event_statements(synthesized) -> list[dict]:
+    return role_statements(
+        synthesized, function_role(function_named(synthesized, "Capacity Block purchase: adopt"))
+    )
+
+
+def test_a_dry_run_may_describe_and_read_its_record_but_neither_buy_nor_tag(dry_run):
+    assert on_event_statements(dry_run) == [
+        {"Action": DESCRIBE, "Effect": "Allow", "Resource": "*"},
+        {"Action": "dynamodb:GetItem", "Effect": "Allow", "Resource": RECORDS_ARN},
+    ]
+    policies = json.dumps(dry_run.template.find_resources("AWS::IAM::Policy"))
+    for absent in ("ec2:PurchaseCapacityBlock", "ec2:CreateTags", "dynamodb:PutItem"):
+        assert absent not in policies
+
+
+def test_confirmed_may_also_buy_tag_on_purchase_only_and_write_its_record(confirmed):
+    assert on_event_statements(confirmed) == [
+        {"Action": [*DESCRIBE, "ec2:PurchaseCapacityBlock"], "Effect": "Allow", "Resource": "*"},
+        {"Action": "dynamodb:GetItem", "Effect": "Allow", "Resource": RECORDS_ARN},
         {
             "Action": "ec2:CreateTags",
             "Condition": {"StringEquals": {"ec2:CreateAction": "PurchaseCapacityBlock"}},
             "Effect": "Allow",
             "Resource": "arn:aws:ec2:us-east-2:123456789012:capacity-reservation/*",
         },
+        {
+            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem"],
+            "Effect": "Allow",
+            "Resource": RECORDS_ARN,
+        },
     ]
+
+
+@pytest.mark.parametrize("variant", ["purchase-dry-run", "purchase-confirmed"])
+def test_purchase_records_outlive_the_stack_and_nothing_may_delete_one(variant):
+    template = synth_variant(variant).template
+    template.has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": Match.object_like(
+                {
+                    "KeySchema": [
+                        {"AttributeName": STACK_ID_KEY, "KeyType": "HASH"},
+                        {"AttributeName": LOGICAL_ID_KEY, "KeyType": "RANGE"},
+                    ],
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                    "SSESpecification": {"SSEEnabled": True},
+                    "DeletionProtectionEnabled": True,
+                }
+            ),
+        },
+    )
+    assert list(template.find_resources("AWS::DynamoDB::Table")) == [RECORDS]
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "index.on_event",
+            "Environment": {"Variables": {RECORDS_TABLE_VARIABLE: {"Ref": RECORDS}}},
+        },
+    )
+    policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
+    assert "dynamodb:DeleteItem" not in policies and "dynamodb:*" not in policies
+
+
+def test_on_event_has_time_to_wait_for_a_recorded_blocks_listing():
+    assert ON_EVENT_TIMEOUT.to_seconds() >= LISTING_WAIT.total_seconds() + 60
 
 
 def test_is_complete_may_only_read_reservations(dry_run):
@@ -222,9 +293,11 @@ def test_confirmed_block_feeds_the_orchestrator_gate_and_outputs(confirmed):
 
 def test_handler_assets_leave_interpreter_caches_out(tmp_path):
     source = tmp_path / "handler"
-    (source / "__pycache__").mkdir(parents=True)
+    for caches in (source / "__pycache__", source / "package" / "__pycache__"):
+        caches.mkdir(parents=True)
+        (caches / "module.cpython-314.pyc").write_bytes(b"\0")
     (source / "index.py").write_text("def on_event(event, context):\n    return {}\n")
-    (source / "__pycache__" / "index.cpython-314.pyc").write_bytes(b"\0")
+    (source / "package" / "module.py").write_text("")
     app = App(outdir=str(tmp_path / "out"))
     handler_function(
         Stack(app, "Handlers"),
@@ -237,7 +310,7 @@ def test_handler_assets_leave_interpreter_caches_out(tmp_path):
     )
     app.synth()
     (asset,) = (tmp_path / "out").glob("asset.*")
-    assert sorted(path.name for path in asset.iterdir()) == ["index.py"]
+    assert files_below(asset) == ["index.py", "package/module.py"]
 
 
 def test_a_block_bought_ahead_stages_the_whole_cluster_the_same_as_after_its_start(bought_ahead, confirmed):

@@ -24,22 +24,29 @@ from typing import Mapping, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from trn_constructs.capacity_purchase import search_properties
-from trn_constructs.capacity_purchase.handler import index
+from trn_constructs.capacity_purchase.construct import search_properties
+from trn_constructs.capacity_purchase.handler.capacity_block import aws, request
+from trn_constructs.capacity_purchase.handler.capacity_block.offerings import (
+    Offering,
+    cheapest_first,
+    fetch_offerings,
+    no_match_message,
+    partition,
+)
 from trn_constructs.config import ConfigError, parse_config
 
 COLUMNS = ("AZ", "start", "end", "hours", "instances", "upfront fee", "currency", "offering id")
 
 
-def format_table(offerings: Sequence[index.Offering]) -> str:
+def format_table(offerings: Sequence[Offering]) -> str:
     rows = [COLUMNS] + [
         (
             o.availability_zone,
-            index.format_time(o.start),
-            index.format_time(o.end),
+            request.format_time(o.start),
+            request.format_time(o.end),
             str(o.duration_hours),
             str(o.instance_count),
-            index.format_fee(o.upfront_fee),
+            request.format_fee(o.upfront_fee),
             o.currency,
             o.offering_id,
         )
@@ -130,15 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         # The same property names the custom resource receives, so both validate alike.
-        query = index.OfferingQuery.from_properties(
+        query = request.OfferingQuery.from_properties(
             {prop: getattr(args, option) for prop, option in SEARCH_OPTIONS.items()}
         )
-        query.check_window(index.utcnow())
-    except index.CapacityPurchaseError as error:
+        query.check_window(aws.utcnow())
+    except request.CapacityPurchaseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        offerings = index.fetch_offerings(index.ec2_client("describe", args.region), query)
+        offerings = fetch_offerings(aws.ec2_client("describe", args.region), query)
     except NoCredentialsError as error:
         print(f"no AWS credentials found: {error}", file=sys.stderr)
         return 2
@@ -148,14 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ClientError, BotoCoreError) as error:
         print(f"EC2 DescribeCapacityBlockOfferings failed: {error}", file=sys.stderr)
         return 1
-    except index.CapacityPurchaseError as error:
+    except request.CapacityPurchaseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    fitting, rejected = index.partition(offerings, query)
+    fitting, rejected = partition(offerings, query)
     if not fitting:
-        print(index.no_match_message(query, len(offerings), rejected))
+        print(no_match_message(query, len(offerings), rejected))
         return 0
-    print(format_table(index.cheapest_first(fitting)))
+    print(format_table(cheapest_first(fitting)))
     return 0
 
 

@@ -1,31 +1,34 @@
 """Builders and fakes for the Capacity Block handler tests (fixtures live in conftest.py).
 
-Nothing here talks to AWS. Two levels of fake are used:
+Nothing here talks to AWS. Two levels of scripted fake are used:
 * ``StubbedEC2``: botocore Stubbers on a "describe" and a "purchase" client, handed to the handler
   through its ``ec2_client`` seam; they assert the exact calls and parameters.
 * ``Wire``: the handler's real clients with every HTTP send answered by a script (botocore's
   ``before-send`` event). Only this level exercises botocore's own retry configuration.
+Fakes that keep state, for scenarios across Lambda environments: fake_ec2.py (EC2 with its
+listing lag) and fake_dynamodb.py (the purchase records, which every test's handler uses).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import StubResponseError
 from botocore.stub import Stubber
+from botocore.validate import ParamValidator
 
-from trn_constructs.capacity_purchase.handler import index
+from trn_constructs.capacity_purchase.handler.capacity_block.purchase import PURCHASE_ATTEMPTS
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 STACK_NAME = "TrnCluster"
 STACK_ID = "arn:aws:cloudformation:us-east-2:123456789012:stack/TrnCluster/11111111-aaaa"
 LOGICAL_ID = "CapacityPurchase1A2B3C4D"
+RECORDS_TABLE = "TrnCluster-CapacityPurchaseRecords0B56D99C-1ABCDEF"
 ADOPTION_FILTERS = [
     {"Name": "tag:trn-kit:stack-name", "Values": [STACK_NAME]},
     {"Name": "tag:trn-kit:logical-id", "Values": [LOGICAL_ID]},
@@ -139,14 +142,19 @@ def offerings_params(**overrides: Any) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
 
 
-def call(handler: Callable[..., Any], request: dict[str, Any]) -> Any:
-    """Run a handler; a stub assertion it wrapped as a purchase failure is re-raised as is."""
-    try:
-        return handler(request, None)
-    except index.CapacityPurchaseError as error:
-        if isinstance(error.__cause__, StubResponseError):
-            raise error.__cause__
-        raise
+class Clock:
+    """A clock that stands still until something sleeps; it records every sleep."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self._now += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -183,7 +191,7 @@ class StubbedEC2:
 
     def purchase_throttled_throughout(self) -> None:
         """Every purchase attempt throttled, with the adoption re-check between attempts."""
-        for attempt in range(index.PURCHASE_ATTEMPTS):
+        for attempt in range(PURCHASE_ATTEMPTS):
             if attempt:
                 self.adoption_check()
             self.purchase_fails("RequestLimitExceeded", 503)
@@ -204,12 +212,21 @@ EC2_URL = "https://ec2.us-east-2.amazonaws.com/"
 EC2_XMLNS = ' xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
 
 
-class _Body:
+class Body:
+    """An HTTP body as botocore reads a response's."""
+
     def __init__(self, data: bytes) -> None:
         self._data = data
 
     def stream(self, **_: Any):
         yield self._data
+
+
+def check_answer(operation_model: Any, body: dict[str, Any]) -> None:
+    """Fail the test if a fake's answer does not fit the operation's output shape."""
+    report = ParamValidator().validate(body, operation_model.output_shape)
+    if report.has_errors():
+        raise AssertionError(f"{operation_model.name} answer: {report.generate_report()}")
 
 
 def _xml(shape: Any, value: Any) -> str:
@@ -243,13 +260,13 @@ class Wire:
     def ok(self, operation: str, body: dict[str, Any]) -> AWSResponse:
         shape = self.service_model.operation_model(operation).output_shape
         xml = f"<{operation}Response{EC2_XMLNS}>{_xml(shape, body)}</{operation}Response>"
-        return AWSResponse(EC2_URL, 200, {}, _Body(xml.encode()))
+        return AWSResponse(EC2_URL, 200, {}, Body(xml.encode()))
 
     @staticmethod
     def error(code: str, status: int) -> AWSResponse:
         error = f"<Error><Code>{code}</Code><Message>{code}</Message></Error>"
         xml = f"<Response><Errors>{error}</Errors><RequestID>r</RequestID></Response>"
-        return AWSResponse(EC2_URL, status, {}, _Body(xml.encode()))
+        return AWSResponse(EC2_URL, status, {}, Body(xml.encode()))
 
     def send(self, request: Any, **_: Any) -> AWSResponse:
         body = request.body.decode() if isinstance(request.body, bytes) else request.body

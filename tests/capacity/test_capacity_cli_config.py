@@ -11,7 +11,7 @@ from capacity_fakes import offering, offerings_params
 
 from tests.conftest import context_with
 from trn_constructs.capacity_purchase import offerings_cli
-from trn_constructs.capacity_purchase.handler import index
+from trn_constructs.capacity_purchase.handler.capacity_block import offerings, request
 
 PURCHASE = {
     "instanceType": "trn2.48xlarge",
@@ -91,7 +91,7 @@ def old_botocore_client() -> SimpleNamespace:
 
 
 def test_old_botocore_is_refused_before_any_call_for_ultraservers():
-    query = index.OfferingQuery.from_properties(
+    query = request.OfferingQuery.from_properties(
         {
             "InstanceType": "trn2u.48xlarge",
             "InstanceCount": "8",
@@ -102,11 +102,11 @@ def test_old_botocore_is_refused_before_any_call_for_ultraservers():
             "LatestStart": "2026-12-10T00:00Z",
         }
     )
-    with pytest.raises(index.CapacityPurchaseError) as raised:
-        index.fetch_offerings(old_botocore_client(), query)
+    with pytest.raises(request.CapacityPurchaseError) as raised:
+        offerings.fetch_offerings(old_botocore_client(), query)
     assert "does not know UltraServer Capacity Blocks" in str(raised.value)
     assert str(raised.value).endswith("Nothing was bought")
 
 
 def test_current_botocore_knows_ultraservers(fake_session):
-    index.require_ultraserver_support(fake_session.client("ec2"))
+    offerings.require_ultraserver_support(fake_session.client("ec2"))

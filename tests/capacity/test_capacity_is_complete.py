@@ -1,16 +1,17 @@
-"""is_complete: wait for payment after a purchase or adoption; nothing to wait for otherwise."""
+"""is_complete: after a purchase or adoption, wait (a bounded time) for EC2 to list the block and
+for its payment; nothing to wait for otherwise."""
 
 from __future__ import annotations
 
-import pytest
-from capacity_fakes import call, event, properties, reservation
+from datetime import timedelta
 
-from trn_constructs.capacity_purchase.handler import index
+import pytest
+from capacity_fakes import event, properties, reservation
 
 AFTER_PURCHASE = event("Create", properties(ConfirmPurchase="true")) | {
     "PhysicalResourceId": "cr-0bbb",
     "Data": {"Mode": "purchased"},
-    "AwaitPayment": "true",
+    "AwaitBlockListedBy": "2026-11-20T09:15:00Z",
 }
 
 
@@ -22,29 +23,52 @@ AFTER_PURCHASE = event("Create", properties(ConfirmPurchase="true")) | {
         ("payment-pending", {"IsComplete": False}),
     ],
 )
-def test_waits_only_while_payment_is_pending(ec2, state, expected):
+def test_waits_only_while_payment_is_pending(handler, ec2, state, expected):
     ec2.reservation(reservation(state=state))
     # The Provider framework rejects Data alongside IsComplete false, so none is returned.
-    assert call(index.is_complete, AFTER_PURCHASE) == expected
+    assert handler.is_complete(AFTER_PURCHASE) == expected
 
 
-def test_payment_failure_fails_with_a_clear_message(ec2):
+def not_listed(ec2) -> None:
+    ec2.describe_stub.add_client_error(
+        "describe_capacity_reservations",
+        service_error_code="InvalidCapacityReservationId.NotFound",
+        http_status_code=400,
+        expected_params={"CapacityReservationIds": ["cr-0bbb"]},
+    )
+
+
+def test_waits_while_ec2_does_not_list_the_block_yet_then_fails_closed(handler, ec2, outside):
+    not_listed(ec2)
+    assert handler.is_complete(AFTER_PURCHASE) == {"IsComplete": False}
+    outside.clock.sleep(timedelta(minutes=15).total_seconds())
+    not_listed(ec2)
+    with pytest.raises(handler.Error) as failure:
+        handler.is_complete(AFTER_PURCHASE)
+    assert str(failure.value).startswith(
+        "capacity block cr-0bbb, held by this resource, is still not listed by EC2 at "
+        "2026-11-20T09:15:00Z; nothing is bought again"
+    )
+    assert ec2.purchase_calls == []
+
+
+def test_payment_failure_fails_with_a_clear_message(handler, ec2):
     ec2.reservation(reservation(state="payment-failed"))
     with pytest.raises(
-        index.CapacityPurchaseError, match="payment for capacity block cr-0bbb failed"
+        handler.Error, match="payment for capacity block cr-0bbb failed"
     ):
-        call(index.is_complete, AFTER_PURCHASE)
+        handler.is_complete(AFTER_PURCHASE)
 
 
-def test_an_unusable_state_after_purchase_fails(ec2):
+def test_an_unusable_state_after_purchase_fails(handler, ec2):
     ec2.reservation(reservation(state="unavailable"))
     with pytest.raises(
-        index.CapacityPurchaseError, match="cr-0bbb is unavailable, not scheduled or active"
+        handler.Error, match="cr-0bbb is unavailable, not scheduled or active"
     ):
-        call(index.is_complete, AFTER_PURCHASE)
+        handler.is_complete(AFTER_PURCHASE)
 
 
-def test_dry_run_and_reports_of_a_held_block_complete_at_once(ec2):
+def test_dry_run_and_reports_of_a_held_block_complete_at_once(handler, ec2):
     dry_run = event("Create", properties()) | {
         "PhysicalResourceId": "dry-run-0",
         "Data": {"Mode": "dry-run"},
@@ -53,5 +77,5 @@ def test_dry_run_and_reports_of_a_held_block_complete_at_once(ec2):
         "PhysicalResourceId": "cr-0bbb",
         "Data": {"Mode": "adopted"},
     }
-    assert call(index.is_complete, dry_run) == {"IsComplete": True}
-    assert call(index.is_complete, kept) == {"IsComplete": True}
+    assert handler.is_complete(dry_run) == {"IsComplete": True}
+    assert handler.is_complete(kept) == {"IsComplete": True}
