@@ -84,6 +84,20 @@ def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_versio
     ]
 
 
+def test_no_pod_of_the_kit_asks_for_the_neuron_scheduler_extension(stack_for_version):
+    # The Neuron chart's scheduler extension is off (its kube-scheduler v1.31 is outside the skew
+    # of a 1.34/1.35 control plane): every pod the kit applies uses the default scheduler.
+    _, _, template_json = stack_for_version
+    pod_specs = [
+        manifest["spec"]["template"]["spec"]
+        for manifests, _ in applied_manifests(template_json)
+        for manifest in manifests
+        if manifest["kind"] in ("DaemonSet", "Job")
+    ]
+    assert pod_specs
+    assert [spec.get("schedulerName") for spec in pod_specs] == [None] * len(pod_specs)
+
+
 def shared_storage(template_json: dict) -> tuple[list[dict], list[dict]]:
     (found,) = [
         (manifests, tokens)

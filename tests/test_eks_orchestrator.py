@@ -353,7 +353,8 @@ def test_neuron_chart_is_pinned_and_runs_its_daemons_on_tainted_trainium_nodes(t
     assert {"key": BURN_IN_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in values[
         "devicePlugin"
     ]["tolerations"]
-    assert values["scheduler"] == {"enabled": True}
+    # Its kube-scheduler v1.31 would be outside the skew policy of a 1.34/1.35 control plane.
+    assert values["scheduler"] == {"enabled": False}
     assert values["npd"] == {"enabled": True, "nodeRecovery": {"enabled": True}}
 
 
