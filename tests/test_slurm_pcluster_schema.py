@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
+
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, synth
 from tests.test_slurm_cluster_config import BURN_IN, NEURON, example_spec, with_actions
 from trn_burnin.catalog import CATALOG
+from trn_constructs.slurm import cluster_config as cluster_config_module
 from trn_constructs.slurm.cluster_config import (
     NODE_OS,
     OFFICIAL_IMAGE_NAME_PATTERN,
@@ -140,6 +144,17 @@ def test_the_schema_is_the_pinned_parallelcluster_version(pcluster_report):
         f".venv-pcluster has ParallelCluster {pcluster_report['pcluster_version']}, the kit pins "
         f"{PCLUSTER_VERSION}: {MAKE_HINT}"
     )
+
+
+def test_every_stated_bootstrap_timeout_default_is_parallelclusters_own(pcluster_report):
+    """README and the cluster configuration's comment state pcluster's default, in seconds and
+    minutes; it must be the one in the pinned version's pcluster/constants.py."""
+    default = pcluster_report["node_bootstrap_timeout_seconds"]
+    for path in (REPO / "README.md", Path(cluster_config_module.__file__)):
+        text = " ".join(path.read_text().replace("#", " ").split())
+        stated = re.findall(r"default bootstrap timeout, (\d+) s \((\d+) minutes", text)
+        assert stated, f"{path.name} states no default bootstrap timeout"
+        assert set(stated) == {(str(default), str(default // 60))}, path.name
 
 
 def test_the_image_pipeline_looks_up_the_ami_parallelcluster_itself_would_use(pcluster_report):

@@ -126,8 +126,8 @@ def cluster_configuration(spec: ClusterSpec) -> dict[str, Any]:
         },
         "Tags": [{"Key": key, "Value": value} for key, value in sorted(spec.tags.items())],
         # A compute node builds the Neuron driver, installs the compiler and burns in before it
-        # counts as bootstrapped; ParallelCluster's default 30 minutes would abandon nodes the
-        # handover gate still waits for.
+        # counts as bootstrapped; ParallelCluster's default bootstrap timeout, 2100 s (35 minutes,
+        # head and compute alike), would abandon nodes the handover gate still waits for.
         "DevSettings": {"Timeouts": {"ComputeNodeBootstrapTimeout": COMPUTE_NODE_BOOTSTRAP_SECONDS}},
     }
 

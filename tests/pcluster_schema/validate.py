@@ -6,8 +6,9 @@ Runs under the ParallelCluster virtual environment (`.venv-pcluster/bin/python`)
     {"configs": [{"label": str, "cluster_name": str, "config": {...cluster configuration...}}],
      "official_image": {"os": str, "architecture": str}}   # optional
 
-and writes JSON to stdout: the installed ParallelCluster version, the name prefix ParallelCluster
-looks its official AMI up by for "official_image" (if asked), and, per label, the errors found by
+and writes JSON to stdout: the installed ParallelCluster version, its default node bootstrap
+timeout, the name prefix ParallelCluster looks its official AMI up by for "official_image" (if
+asked), and, per label, the errors found by
 
 1. `ClusterSchema(cluster_name=...).load(config)`, exactly how pcluster loads a configuration file
    (every field, type, allowed value and cross-field check of the schema);
@@ -43,6 +44,7 @@ logging.disable(logging.WARNING)  # pcluster logs every refused call
 
 from marshmallow import ValidationError  # noqa: E402
 from pcluster.aws.ec2 import Ec2Client  # noqa: E402
+from pcluster.constants import NODE_BOOTSTRAP_TIMEOUT  # noqa: E402
 from pcluster.schemas.cluster_schema import ClusterSchema  # noqa: E402
 from pcluster.utils import get_installed_version  # noqa: E402
 from pcluster.validators.cluster_validators import (  # noqa: E402
@@ -91,7 +93,13 @@ def main() -> None:
         _refused.clear()
         errors = validate(item["cluster_name"], item["config"])
         results[item["label"]] = {"errors": errors, "refused_aws_calls": sorted(set(_refused))}
-    answer = {"pcluster_version": get_installed_version(), "results": results}
+    answer = {
+        "pcluster_version": get_installed_version(),
+        # The default of both DevSettings.Timeouts.HeadNodeBootstrapTimeout and
+        # ComputeNodeBootstrapTimeout.
+        "node_bootstrap_timeout_seconds": NODE_BOOTSTRAP_TIMEOUT,
+        "results": results,
+    }
     if "official_image" in request:
         image = request["official_image"]
         # The prefix of the name filter pcluster's own official-image lookup uses (it adds "*").
