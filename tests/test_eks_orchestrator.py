@@ -230,6 +230,8 @@ def test_launch_template_requires_imdsv2_with_a_pod_hop_and_a_large_encrypted_ro
             "Ebs": {"VolumeSize": 512, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
         }
     ]
+    # The catalog's figure, the one the Slurm head and compute nodes get too.
+    assert CATALOG["trn3-gen1"].root_volume_gib == 512
 
 
 EFA_CASES = {

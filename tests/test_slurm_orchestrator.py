@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match, Template
 
 from stacks.cluster_stack import TrnClusterStack
 from tests.conftest import context_with, synth, synth_variant
+from trn_burnin.catalog import find_by_instance_type
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import parse_config
 from trn_constructs.image import ImageVersions
@@ -97,7 +98,19 @@ def test_queue_fills_the_capacity_block_with_efa_and_no_placement_group(template
         ],
         "PlacementGroup": {"Enabled": False},
     }
-    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"] == {"Encrypted": True}
+    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"]["Encrypted"] is True
+
+
+def test_head_and_compute_root_volumes_are_the_catalogs_like_the_eks_launch_template(configuration):
+    """The catalog field the EKS Trainium launch template uses, on the head node too: /home is NFS
+    from its root volume. At least the 512 GB the Neuron setup guides ask for."""
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    (resource,) = queue["ComputeResources"]
+    size = find_by_instance_type(resource["InstanceType"]).root_volume_gib
+    assert size >= 512
+    root = {"Size": size, "Encrypted": True}
+    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"] == root
+    assert configuration["HeadNode"]["LocalStorage"]["RootVolume"] == root
 
 
 def test_every_node_boots_parallelclusters_official_ami(configuration):
@@ -163,7 +176,7 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
     }
     assert head["Imds"] == {"Secured": True}
     assert configuration["Imds"] == {"ImdsSupport": "v2.0"}
-    assert head["LocalStorage"]["RootVolume"] == {"Encrypted": True}
+    assert head["LocalStorage"]["RootVolume"]["Encrypted"] is True
     # No key pair, and SSH allowed only from an empty prefix list: port 22 is closed.
     prefix_list = logical_id(template, "AWS::EC2::PrefixList", "SlurmSshAllowList")
     assert head["Ssh"] == {"AllowedIps": {"Fn::GetAtt": [prefix_list, "PrefixListId"]}}

@@ -173,11 +173,26 @@ def test_parallelcluster_accepts_the_configuration(pcluster_report, label):
 
 
 def test_the_check_rejects_what_parallelcluster_rejects():
-    """The check is live: Min != Max on a Capacity Block queue, and an OS pcluster dropped, fail."""
+    """The check is live: Min != Max on a Capacity Block queue, an OS pcluster dropped, a root
+    volume smaller than the AMI's and one larger than gp3 allows, fail."""
     counts = cluster_configuration(example_spec("trn2.48xlarge", 2))
     counts["Scheduling"]["SlurmQueues"][0]["ComputeResources"][0]["MinCount"] = 1
     old_os = cluster_configuration(example_spec("trn2.48xlarge", 2))
     old_os["Image"]["Os"] = "ubuntu2004"
-    results = run_validator([_request("counts", counts), _request("os", old_os)])["results"]
+    small = cluster_configuration(example_spec("trn2.48xlarge", 2))
+    small["HeadNode"]["LocalStorage"]["RootVolume"]["Size"] = 20
+    huge = cluster_configuration(example_spec("trn2.48xlarge", 2))
+    huge["Scheduling"]["SlurmQueues"][0]["ComputeSettings"]["LocalStorage"]["RootVolume"]["Size"] = 20000
+    results = run_validator([
+        _request("counts", counts), _request("os", old_os), _request("small", small),
+        _request("huge", huge),
+    ])["results"]
     assert any("same value of min count" in error for error in results["counts"]["errors"])
     assert any(error.startswith("schema:") and "Os" in error for error in results["os"]["errors"])
+    assert results["small"]["errors"] == [
+        "RootVolumeSizeValidator: Root volume size 20 GiB must be equal or greater than the volume "
+        "size of the AMI: 45 GiB."
+    ]
+    assert results["huge"]["errors"] == [
+        "EbsVolumeTypeSizeValidator: The size of gp3 volumes can not exceed 16384 GiB."
+    ]

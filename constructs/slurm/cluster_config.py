@@ -53,6 +53,7 @@ class NodeSpec:
     subnet_id: str
     security_group_ids: tuple[str, ...]
     policy_arns: tuple[str, ...]
+    root_volume_gib: int
     on_node_start: tuple[CustomAction, ...] = ()
     on_node_configured: tuple[CustomAction, ...] = ()
 
@@ -142,7 +143,7 @@ def _head_node(head: HeadNodeSpec) -> dict[str, Any]:
         # No key pair: people connect with Session Manager. ParallelCluster still opens port 22 to
         # AllowedIps (0.0.0.0/0 unless set), so the allowed sources are set explicitly.
         "Ssh": {"AllowedIps": head.ssh_allowed_sources},
-        "LocalStorage": {"RootVolume": {"Encrypted": True}},
+        "LocalStorage": {"RootVolume": {"Size": head.root_volume_gib, "Encrypted": True}},
         "Imds": {"Secured": True},
     }
     node.update(_iam(head))
@@ -171,7 +172,9 @@ def _trainium_queue(queue: TrainiumQueueSpec) -> dict[str, Any]:
             # The block's instances are already placed; a placement group can only fail the launch.
             "PlacementGroup": {"Enabled": False},
         },
-        "ComputeSettings": {"LocalStorage": {"RootVolume": {"Encrypted": True}}},
+        "ComputeSettings": {
+            "LocalStorage": {"RootVolume": {"Size": queue.root_volume_gib, "Encrypted": True}}
+        },
     }
     if queue.ami is not None:
         spec["Image"] = {"CustomAmi": queue.ami}

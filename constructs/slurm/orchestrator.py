@@ -110,11 +110,15 @@ class SlurmOrchestrator(Construct):
                 security_group_ids=(network.node_security_group.security_group_id,),
                 ssh_allowed_sources=ssh_sources.prefix_list_id,
                 policy_arns=(ssm_core.managed_policy_arn, *config.additional_policy_arns),
+                # /home, with the users' environments and compiler caches, is NFS from the head
+                # node's root volume: it gets what a Trainium node gets (not the AMI's ~45 GiB).
+                root_volume_gib=capacity.instance.root_volume_gib,
             ),
             queue=TrainiumQueueSpec(
                 instance_type=capacity.instance_type,
                 instance_count=capacity.instance_count,
                 reservation_id=capacity.reservation_id,
+                root_volume_gib=capacity.instance.root_volume_gib,
                 subnet_id=network.compute_subnet.subnet_id,
                 security_group_ids=(
                     network.node_security_group.security_group_id,

@@ -13,7 +13,10 @@ asked), and, per label, the errors found by
 1. `ClusterSchema(cluster_name=...).load(config)`, exactly how pcluster loads a configuration file
    (every field, type, allowed value and cross-field check of the schema);
 2. those of pcluster's own configuration validators that need no AWS call: cluster, queue, compute
-   resource and storage names, and the Capacity Block size rules (MinCount = MaxCount > 0).
+   resource and storage names, the Capacity Block size rules (MinCount = MaxCount > 0), and the
+   head and compute root volumes as pcluster checks them (volume type and size bounds; at least
+   the AMI's size, which pcluster reads from EC2: here its default root volume size stands in,
+   45 GiB, what the 3.16.1 official AMIs have).
 
 Every AWS API call is refused before it leaves the process (pcluster tries to cache capacity
 reservations while loading); the refused operations are reported, so a new one shows up in review.
@@ -44,24 +47,37 @@ logging.disable(logging.WARNING)  # pcluster logs every refused call
 
 from marshmallow import ValidationError  # noqa: E402
 from pcluster.aws.ec2 import Ec2Client  # noqa: E402
-from pcluster.constants import NODE_BOOTSTRAP_TIMEOUT  # noqa: E402
+from pcluster.constants import EBS_ROOT_VOLUME_SIZE_DEFAULT, NODE_BOOTSTRAP_TIMEOUT  # noqa: E402
 from pcluster.schemas.cluster_schema import ClusterSchema  # noqa: E402
 from pcluster.utils import get_installed_version  # noqa: E402
 from pcluster.validators.cluster_validators import (  # noqa: E402
     ClusterNameValidator,
     ComputeResourceSizeValidator,
     NameValidator,
+    RootVolumeSizeValidator,
     SharedStorageNameValidator,
 )
+from pcluster.validators.ebs_validators import EbsVolumeTypeSizeValidator  # noqa: E402
 from pcluster.validators.common import FailureLevel  # noqa: E402
+
+
+def _root_volume_validations(root_volume):
+    # Unset, pcluster takes the AMI's size, as it does here.
+    size = root_volume.size or EBS_ROOT_VOLUME_SIZE_DEFAULT
+    yield RootVolumeSizeValidator, {
+        "root_volume_size": size, "ami_volume_size": EBS_ROOT_VOLUME_SIZE_DEFAULT,
+    }
+    yield EbsVolumeTypeSizeValidator, {"volume_type": root_volume.volume_type, "volume_size": size}
 
 
 def _offline_validations(cluster_name, cluster):
     yield ClusterNameValidator, {"name": cluster_name, "scheduling": cluster.scheduling}
+    yield from _root_volume_validations(cluster.head_node.local_storage.root_volume)
     for storage in cluster.shared_storage:
         yield SharedStorageNameValidator, {"name": storage.name}
     for queue in cluster.scheduling.queues:
         yield NameValidator, {"name": queue.name}
+        yield from _root_volume_validations(queue.compute_settings.local_storage.root_volume)
         for resource in queue.compute_resources:
             yield NameValidator, {"name": resource.name}
             yield ComputeResourceSizeValidator, {
