@@ -251,13 +251,20 @@ def test_outputs_name_the_cluster_and_how_to_connect(template):
     head_node = {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
     template.has_output("SlurmClusterName", {"Value": "TrnClusterStack-slurm"})
     template.has_output("SlurmHeadNodeInstanceId", {"Value": head_node})
+    # A shell as the cluster's default user, who exists on every node: jobs it submits run on the
+    # compute nodes. Session Manager's ssm-user exists only on the head node.
     template.has_output(
         "SlurmConnectCommand",
         {
             "Value": {
                 "Fn::Join": [
                     "",
-                    ["aws ssm start-session --target ", head_node, " --region us-east-2"],
+                    [
+                        "aws ssm start-session --target ",
+                        head_node,
+                        " --region us-east-2 --document-name AWS-StartInteractiveCommand "
+                        '--parameters command="sudo su - ubuntu"',
+                    ],
                 ]
             }
         },

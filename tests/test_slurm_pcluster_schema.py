@@ -25,6 +25,7 @@ from tests.test_slurm_cluster_config import BURN_IN, NEURON, example_spec, with_
 from trn_burnin.catalog import CATALOG
 from trn_constructs.slurm import cluster_config as cluster_config_module
 from trn_constructs.slurm.cluster_config import (
+    CLUSTER_USER,
     NODE_OS,
     OFFICIAL_IMAGE_NAME_PATTERN,
     PCLUSTER_VERSION,
@@ -155,6 +156,10 @@ def test_every_stated_bootstrap_timeout_default_is_parallelclusters_own(pcluster
         stated = re.findall(r"default bootstrap timeout, (\d+) s \((\d+) minutes", text)
         assert stated, f"{path.name} states no default bootstrap timeout"
         assert set(stated) == {(str(default), str(default // 60))}, path.name
+
+
+def test_the_connect_command_user_is_parallelclusters_default_user_of_the_node_os(pcluster_report):
+    assert CLUSTER_USER == pcluster_report["default_user"]
 
 
 def test_the_image_pipeline_looks_up_the_ami_parallelcluster_itself_would_use(pcluster_report):

@@ -20,6 +20,10 @@ PCLUSTER_VERSION = (Path(__file__).parent / "parallelcluster-version").read_text
 # ParallelCluster's name for Ubuntu 24.04: every node boots ParallelCluster's official AMI for it
 # (or, for compute nodes, a custom image made from that AMI).
 NODE_OS = "ubuntu2404"
+# ParallelCluster's default OS user on NODE_OS (its OS_MAPPING): it exists on every node, so jobs
+# submitted as it run on the compute nodes. Session Manager's own ssm-user exists only on the
+# instance a session was opened on, the head node.
+CLUSTER_USER = "ubuntu"
 # How ParallelCluster names that AMI (pcluster list-official-images; the tests check the pattern
 # against ParallelCluster's own code): its version, the OS, the architecture (Trainium hosts are
 # x86_64), then a build stamp.

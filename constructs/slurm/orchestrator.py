@@ -25,6 +25,7 @@ from trn_constructs.findings import acknowledge, wildcard_finding
 from trn_constructs.image import ImageVersions
 from trn_constructs.network import Network
 from trn_constructs.slurm.cluster_config import (
+    CLUSTER_USER,
     PCLUSTER_VERSION,
     QUEUE_NAME,
     ClusterSpec,
@@ -209,10 +210,13 @@ class SlurmOrchestrator(Construct):
                     [
                         "aws ssm start-session --target ",
                         self.head_node_instance_id,
-                        f" --region {region}",
+                        f" --region {region} --document-name AWS-StartInteractiveCommand "
+                        f'--parameters command="sudo su - {CLUSTER_USER}"',
                     ],
                 ),
-                "Shell on the head node through Session Manager (no SSH port is open)",
+                f"Shell on the head node as {CLUSTER_USER} through Session Manager (no SSH port "
+                f"is open); jobs submitted as {CLUSTER_USER} run on the compute nodes, which have "
+                "no ssm-user",
             ),
             "SlurmNodeLogGroupPrefix": (
                 f"/aws/parallelcluster/{self.cluster_name}",

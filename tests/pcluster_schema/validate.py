@@ -7,8 +7,8 @@ Runs under the ParallelCluster virtual environment (`.venv-pcluster/bin/python`)
      "official_image": {"os": str, "architecture": str}}   # optional
 
 and writes JSON to stdout: the installed ParallelCluster version, its default node bootstrap
-timeout, the name prefix ParallelCluster looks its official AMI up by for "official_image" (if
-asked), and, per label, the errors found by
+timeout, for "official_image" (if asked) the name prefix ParallelCluster looks its official AMI up
+by and that OS's default user, and, per label, the errors found by
 
 1. `ClusterSchema(cluster_name=...).load(config)`, exactly how pcluster loads a configuration file
    (every field, type, allowed value and cross-field check of the schema);
@@ -47,7 +47,11 @@ logging.disable(logging.WARNING)  # pcluster logs every refused call
 
 from marshmallow import ValidationError  # noqa: E402
 from pcluster.aws.ec2 import Ec2Client  # noqa: E402
-from pcluster.constants import EBS_ROOT_VOLUME_SIZE_DEFAULT, NODE_BOOTSTRAP_TIMEOUT  # noqa: E402
+from pcluster.constants import (  # noqa: E402
+    EBS_ROOT_VOLUME_SIZE_DEFAULT,
+    NODE_BOOTSTRAP_TIMEOUT,
+    OS_MAPPING,
+)
 from pcluster.schemas.cluster_schema import ClusterSchema  # noqa: E402
 from pcluster.utils import get_installed_version  # noqa: E402
 from pcluster.validators.cluster_validators import (  # noqa: E402
@@ -122,6 +126,8 @@ def main() -> None:
         answer["official_image_name_prefix"] = Ec2Client._get_official_image_name_prefix(
             image["os"], image["architecture"]
         )
+        # The OS user ParallelCluster sets up on every node of that OS.
+        answer["default_user"] = OS_MAPPING[image["os"]]["user"]
     json.dump(answer, sys.stdout)
 
 
