@@ -389,6 +389,33 @@ def test_eks_addons_are_pinned(template):
     }
 
 
+def neuron_monitor_instance_types(template) -> list[str]:
+    addon = only(template, "AWS::EKS::Addon", {"AddonName": "amazon-cloudwatch-observability"})
+    configuration = json.loads(addon["Properties"]["ConfigurationValues"])
+    affinity = configuration["neuronMonitor"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    (expression,) = term["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == ("node.kubernetes.io/instance-type", "In")
+    assert list(configuration) == ["neuronMonitor"]
+    return expression["values"]
+
+
+def test_neuron_metrics_cover_every_catalog_instance_type(template):
+    # The add-on's own list (chart 6.4.0) has no Trainium3 name.
+    assert neuron_monitor_instance_types(template) == sorted(
+        spec.instance_type for spec in CATALOG.values()
+    )
+
+
+def test_neuron_metrics_follow_a_renamed_instance_type():
+    renamed = synth(
+        **VARIANTS["eks"],
+        catalogOverrides={"trn3-gen1": {"instanceType": "trn3u.48xlarge"}},
+        instanceType="trn3u.48xlarge",
+    )
+    assert "trn3u.48xlarge" in neuron_monitor_instance_types(renamed.template)
+
+
 def test_addons_and_charts_wait_for_the_system_nodes(template):
     system = logical_id(template, "AWS::EKS::Nodegroup", {"AmiType": "AL2023_x86_64_STANDARD"})
     for resource_type in ("AWS::EKS::Addon", "Custom::AWSCDK-EKS-HelmChart"):

@@ -3,7 +3,7 @@ can validate them against the Kubernetes OpenAPI schema without synthesizing a s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from trn_constructs.eks.scheduling import BURN_IN_TOLERATION
 
@@ -91,3 +91,30 @@ def efa_chart_values(instance_type: str) -> dict[str, Any]:
         "supportedInstanceLabels": {"keys": [INSTANCE_TYPE_LABEL], "values": [instance_type]},
         "tolerations": [BURN_IN_TOLERATION],
     }
+
+
+def observability_configuration(instance_types: Iterable[str]) -> dict[str, Any]:
+    """Configuration values of the CloudWatch Observability add-on: neuron-monitor, and so the
+    Neuron metrics, on nodes of every one of ``instance_types``.
+
+    The add-on runs neuron-monitor only on the instance types its ``neuronMonitor.affinity``
+    lists, and chart 6.4.0's list stops at trn2u.48xlarge. Helm replaces lists, so this one is
+    the whole match. The add-on's default tolerations (every taint) stay.
+    """
+    return {
+        "neuronMonitor": {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{
+                            "matchExpressions": [{
+                                "key": INSTANCE_TYPE_LABEL,
+                                "operator": "In",
+                                "values": sorted(set(instance_types)),
+                            }]
+                        }]
+                    }
+                }
+            }
+        }
+    }  # fmt: skip

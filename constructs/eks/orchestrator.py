@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct
 
+from trn_burnin.catalog import CATALOG
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import EksConfig
 from trn_constructs.eks import versions
@@ -25,6 +26,7 @@ from trn_constructs.eks.manifests import (
     SHARED_VOLUME_NAME,
     efa_chart_values,
     neuron_chart_values,
+    observability_configuration,
     shared_storage_manifests,
 )
 from trn_constructs.eks.nodes import ClusterNodes
@@ -212,7 +214,15 @@ class EksOrchestrator(Construct):
             "CloudWatchAgentServerPolicy is the policy the CloudWatch Observability add-on documents "
             "for its agent; AWS keeps it in step with the agent's API calls",
         )
-        observability = self._addon("CloudWatchObservability", "amazon-cloudwatch-observability")
+        observability = self._addon(
+            "CloudWatchObservability",
+            "amazon-cloudwatch-observability",
+            # Neuron metrics for every catalog type (Trainium3 names included) and the
+            # configured one, which configuration may have renamed.
+            configuration_values=observability_configuration(
+                [*(spec.instance_type for spec in CATALOG.values()), capacity.instance_type]
+            ),
+        )
         observability.node.add_dependency(
             associate(
                 self,
@@ -263,13 +273,16 @@ class EksOrchestrator(Construct):
         self.pod_identity_agent = pod_identity_agent
         self.observability = observability
 
-    def _addon(self, construct_id: str, name: str) -> eks.Addon:
+    def _addon(
+        self, construct_id: str, name: str, configuration_values: dict | None = None
+    ) -> eks.Addon:
         return eks.Addon(
             self,
             construct_id,
             cluster=self.cluster,
             addon_name=name,
             addon_version=versions.ADDON_VERSIONS[name],
+            configuration_values=configuration_values,
             preserve_on_delete=False,
         )
 

@@ -31,6 +31,9 @@ ADDON_VERSIONS = {
     "eks-pod-identity-agent": "v1.4.0-eksbuild.1",
     # FSx for Lustre CSI driver 1.7.0: static provisioning of the stack's file system.
     "aws-fsx-csi-driver": "v1.7.0-eksbuild.1",
-    # Container Insights with neuron-monitor (accelerated compute metrics) and EFA metrics.
+    # Container Insights with neuron-monitor (accelerated compute metrics) and EFA metrics. Chart
+    # 6.4.0 (aws-observability/helm-charts) runs neuron-monitor only on the types in its
+    # neuronMonitor.affinity (no Trainium3 among them); the kit's configuration values set that
+    # key (per-component affinity since the chart's #183).
     "amazon-cloudwatch-observability": "v6.4.0-eksbuild.1",
 }
