@@ -79,8 +79,9 @@ def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_versio
             assert used == version
             kinds.append(manifest["kind"])
     assert sorted(kinds) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Job", "Namespace",
-        "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "DaemonSet", "Job",
+        "Namespace", "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount",
+        "ServiceAccount", "ServiceAccount",
     ]
 
 

@@ -385,8 +385,18 @@ def test_eks_addons_are_pinned(template):
     assert addons == {
         "eks-pod-identity-agent": "v1.4.0-eksbuild.1",
         "aws-fsx-csi-driver": "v1.7.0-eksbuild.1",
+        "eks-node-monitoring-agent": "v1.6.4-eksbuild.1",
         "amazon-cloudwatch-observability": "v6.4.0-eksbuild.1",
     }
+
+
+def test_auto_repair_sees_the_node_monitoring_agents_conditions(template):
+    # Without the agent, auto repair acts on the kubelet's Ready alone; with it, also on
+    # AcceleratedHardwareReady (the Neuron errors the burn-in fails a node on) and NetworkingReady.
+    agent = only(template, "AWS::EKS::Addon", {"AddonName": "eks-node-monitoring-agent"})
+    assert "ServiceAccountRoleArn" not in agent["Properties"]  # it needs no AWS permissions
+    assert "ConfigurationValues" not in agent["Properties"]  # its chart tolerates every taint
+    assert trainium_nodegroup(template)["Properties"]["NodeRepairConfig"] == {"Enabled": True}
 
 
 def neuron_monitor_instance_types(template) -> list[str]:

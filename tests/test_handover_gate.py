@@ -15,7 +15,7 @@ from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh
 from tests.conftest import synth
 from tests.test_eks_manifests import applied_manifests, resolved
 from trn_burnin import cli
-from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
+from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY, BURN_IN_TAINT_VALUE
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME, Clock
 from trn_constructs.validation import CLUSTER_TEST_PREFIX, NODE_LAUNCHER, REPORTS_PREFIX
@@ -221,7 +221,8 @@ def burn_in_manifests(eks) -> list[dict]:
 
 
 def test_one_pod_per_trainium_node_tolerating_the_taint_and_holding_every_device(eks):
-    (daemon_set,) = [m for m in burn_in_manifests(eks) if m["kind"] == "DaemonSet"]
+    (daemon_set,) = [m for m in burn_in_manifests(eks) if m["metadata"]["name"] == "trn-kit-burn-in"
+                     and m["kind"] == "DaemonSet"]
     pod = daemon_set["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"trn-kit/instance-type": "trn3.48xlarge"}
     assert pod["shareProcessNamespace"] is True  # `sleep` is not PID 1: deleting the pod ends it at once
@@ -257,8 +258,10 @@ def test_rbac_allows_exactly_the_node_operations(eks):
 
 
 def test_node_side_constants_match_the_eks_taint():
-    # The bootstrap cannot import aws_cdk; these two must not drift apart.
+    # The bootstrap cannot import aws_cdk; these must not drift apart (the boot check puts the
+    # taint back as the node group sets it).
     assert bootstrap.TAINT_KEY == BURN_IN_TAINT_KEY
+    assert (bootstrap.TAINT_VALUE, bootstrap.TAINT_EFFECT) == (BURN_IN_TAINT_VALUE, BURN_IN_TAINT_EFFECT)
 
 
 class FakeApi:
@@ -270,9 +273,11 @@ class FakeApi:
             "spec": {"taints": taints},
         }
         self.calls = []
+        self.content_types = []
 
-    def __call__(self, method, url, body=None):
+    def __call__(self, method, url, body=None, content_type=bootstrap.MERGE_PATCH):
         self.calls.append((method, url.rsplit("/nodes/", 1)[1], body))
+        self.content_types.append(content_type)
         return self.node
 
 
@@ -285,7 +290,10 @@ def recorded(monkeypatch, passed: bool, report: dict | None) -> list:
     node = bootstrap.KubernetesNode.__new__(bootstrap.KubernetesNode)
     node.url = "https://kubernetes.default.svc/api/v1/nodes/ip-10-0-0-1"
     monkeypatch.setattr(node, "_call", api)
-    node.record(passed, report, "s3://reports/burn-in/")
+    node.record(passed, report, "s3://reports/burn-in/", "0f5c3f4e-boot")
+    # Node status through a strategic merge patch: it merges conditions by type and leaves the
+    # kubelet's and the node monitoring agent's alone (a merge patch would replace the list).
+    assert api.content_types == [bootstrap.MERGE_PATCH] * 2 + [bootstrap.STRATEGIC_MERGE_PATCH]
     return api.calls
 
 
@@ -297,6 +305,8 @@ def test_a_passing_node_loses_only_the_burn_in_taint(monkeypatch):
     patch = calls[1][2]
     assert patch["metadata"]["labels"] == {bootstrap.LABEL_KEY: "passed"}
     assert patch["metadata"]["resourceVersion"] == "42"
+    # The verdict holds for this boot only (the boot check forgets it after a reboot).
+    assert patch["metadata"]["annotations"][bootstrap.BOOT_ANNOTATION] == "0f5c3f4e-boot"
     assert [t["key"] for t in patch["spec"]["taints"]] == ["other"]
     assert calls[2][2]["status"]["conditions"][0]["status"] == "True"
 

@@ -101,6 +101,7 @@ class EksOrchestrator(Construct):
         nodes: the node groups (``nodes.trainium_nodegroup``, ``nodes.system_nodegroup``).
         device_plugins: the Neuron and EFA device plugin charts.
         pod_identity_agent: the add-on that hands roles to service accounts.
+        node_monitoring_agent: the add-on whose node conditions node auto repair acts on.
         observability: the CloudWatch Observability add-on (Container Insights); what must exist
             before its agents write (their log groups) is added as its dependency.
         update_kubeconfig_command: the command that points kubectl at the cluster.
@@ -199,6 +200,10 @@ class EksOrchestrator(Construct):
         # Static provisioning only (see _add_shared_storage): the driver makes no AWS calls,
         # so it gets no role.
         self.fsx_csi_driver = self._addon("FsxCsiDriver", "aws-fsx-csi-driver")
+        # The conditions node auto repair acts on besides Ready. A replaced node comes back as a
+        # new, tainted Node and burns in; the burn-in's boot check makes a rebooted one burn in
+        # again too (trn_constructs.validation.eks.boot_check_daemon_set).
+        self.node_monitoring_agent = self._addon("NodeMonitoringAgent", "eks-node-monitoring-agent")
 
         agent_role = pod_identity_role(
             self,
@@ -266,7 +271,10 @@ class EksOrchestrator(Construct):
             namespace="kube-system",
             values=efa_chart_values(capacity.instance_type),
         )
-        for dependent in (pod_identity_agent, self.fsx_csi_driver, observability, neuron, efa):
+        for dependent in (
+            pod_identity_agent, self.fsx_csi_driver, self.node_monitoring_agent, observability,
+            neuron, efa,
+        ):
             dependent.node.add_dependency(system_nodes)
         # Workloads that claim Neuron devices or EFA interfaces wait for these.
         self.device_plugins = (neuron, efa)

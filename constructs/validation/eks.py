@@ -29,8 +29,11 @@ from trn_constructs.validation import (
 
 NAMESPACE = "trn-kit-burn-in"
 SERVICE_ACCOUNT = "burn-in"
+# The boot check's: the same Node operations, no AWS role.
+BOOT_CHECK_SERVICE_ACCOUNT = "burn-in-boot-check"
 # The verdict label the bootstrap sets (trn_burnin_bootstrap.LABEL_KEY); nodes carrying it are
-# done, so the DaemonSet's affinity lets the controller remove the pod and free the devices.
+# done, so the DaemonSet's affinity lets the controller remove the pod and free the devices. The
+# boot check removes it from a rebooted node, which brings the pod back.
 VERDICT_LABEL = LABEL_PREFIX + "burn-in"
 # Pinned Neuron Deep Learning Container from public ECR: Python 3.12 with nki, numpy and
 # aws-neuronx-tools (neuron-ls), built for trn1/trn2/trn3; no image build at deploy time.
@@ -62,16 +65,20 @@ def burn_in_manifests(
     bootstrap_source: str,
     package_url: str,
 ) -> list[dict[str, Any]]:
-    """Namespace, service account, the node-only RBAC, the bootstrap and the DaemonSet."""
+    """Namespace, service accounts, the node-only RBAC, the bootstrap, the burn-in DaemonSet and
+    the boot check DaemonSet."""
     labels = {"app.kubernetes.io/name": "trn-kit-burn-in"}
     instance_label = {LABEL_PREFIX + "instance-type": capacity.instance_type}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
-        },
+        *(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+            }
+            for name in (SERVICE_ACCOUNT, BOOT_CHECK_SERVICE_ACCOUNT)
+        ),
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
@@ -93,7 +100,8 @@ def burn_in_manifests(
                 "name": "trn-kit-burn-in",
             },
             "subjects": [
-                {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}
+                {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+                for name in (SERVICE_ACCOUNT, BOOT_CHECK_SERVICE_ACCOUNT)
             ],
         },
         {
@@ -159,7 +167,55 @@ def burn_in_manifests(
                 },
             },
         },
+        boot_check_daemon_set(instance_label),
     ]  # fmt: skip
+
+
+def boot_check_daemon_set(instance_label: dict[str, str]) -> dict[str, Any]:
+    """One small pod on every Trainium node that, each time the node boots, forgets a burn-in
+    verdict of an earlier boot (trn_burnin_bootstrap --check-boot).
+
+    EKS auto repair replaces a node whose Neuron hardware failed (a new Node: it registers with
+    the taint and no verdict) but may reboot one for other reasons; so may anyone. A rebooted
+    instance keeps its Node object, labels and taints, so a node that passed would take work
+    untested and one that failed would stay quarantined untested. The kubelet restarts this
+    pod's container after a reboot; the check then taints the node again and removes the verdict,
+    and the burn-in DaemonSet runs on it again. A check that cannot reach the API exits non-zero,
+    and the kubelet retries it. It holds no devices and has no AWS role.
+    """
+    labels = {"app.kubernetes.io/name": "trn-kit-burn-in-boot-check"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "trn-kit-burn-in-boot-check", "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **SIGNALS_REACH_THE_CONTAINER,
+                    "serviceAccountName": BOOT_CHECK_SERVICE_ACCOUNT,
+                    "nodeSelector": instance_label,
+                    "tolerations": [BURN_IN_TOLERATION],
+                    "containers": [{
+                        "name": "boot-check",
+                        # The burn-in's image: already on the node, and it has Python.
+                        "image": BURN_IN_IMAGE,
+                        "command": [
+                            "/bin/sh", "-c",
+                            f'python3 {BOOTSTRAP_MOUNT}/{BOOTSTRAP_SCRIPT.name} "$@" && exec sleep infinity',
+                            "boot-check",
+                        ],
+                        "args": ["--kubernetes-node", "$(NODE_NAME)", "--check-boot"],
+                        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                        "securityContext": {"allowPrivilegeEscalation": False},
+                        "volumeMounts": [BOOTSTRAP_VOLUME_MOUNT],
+                    }],
+                    "volumes": [BOOTSTRAP_VOLUME],
+                },
+            },
+        },
+    }  # fmt: skip
 
 
 def service_account_role(
