@@ -407,10 +407,15 @@ def test_eks_job_runs_one_pod_per_passed_node_with_every_device(eks):
     (container,) = pod["containers"]
     assert container["image"] == CLUSTER_TEST_IMAGE
     assert container["resources"]["limits"] == {"aws.amazon.com/neuron": "16", "vpc.amazonaws.com/efa": "16"}
-    assert {e["name"]: e["valueFrom"] for e in container["env"]} == {
+    assert {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e} == {
         "PACKAGE_URL": {"configMapKeyRef": {"name": "trn-kit-burn-in-bootstrap", "key": "package-url"}},
         "INDEX": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}},
         "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
+    }
+    # Neuron's multi-node guide: libfabric's EFA provider with device RDMA, in every pod (each
+    # pod's sshd hands it to the ranks nccom-test starts there).
+    assert {e["name"]: e["value"] for e in container["env"] if "value" in e} == {
+        "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1",
     }
 
 

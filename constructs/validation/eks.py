@@ -13,6 +13,7 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from trn_burnin.collective import EFA_ENVIRONMENT
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
 from trn_constructs.eks.orchestrator import associate, pod_identity_role
@@ -354,6 +355,8 @@ def cluster_test_manifests(
                                     "metadata.annotations['batch.kubernetes.io/job-completion-index']"
                                 )}}},
                                 {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                # For every rank, here and (through each pod's sshd) remote.
+                                *({"name": name, "value": value} for name, value in EFA_ENVIRONMENT.items()),
                             ],
                             "resources": {"limits": {
                                 "aws.amazon.com/neuron": str(instance.chips_per_instance),
