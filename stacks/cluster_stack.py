@@ -193,14 +193,25 @@ class TrnClusterStack(KitStack):
                     *self.orchestrator.device_plugins,
                 ],
             ).manifest
-        cluster_test = self._runs_cluster_test(config)
         node_policy = iam.ManagedPolicy(
             self,
             "BurnInNodePolicy",
             description="Trainium nodes: read the burn-in package, write reports and metrics",
-            statements=self.burn_in.node_statements(cluster_test=cluster_test),
+            statements=self.burn_in.node_statements(),
         )
-        self.burn_in.acknowledge_node_policy(node_policy, cluster_test=cluster_test)
+        self.burn_in.acknowledge_node_policy(node_policy)
+        head_node_policies: tuple[iam.ManagedPolicy, ...] = ()
+        if self._runs_cluster_test(config):
+            # nccom-test's slurm mode runs from the head node (Neuron docs), and so the gate's
+            # cluster all-reduce.
+            cluster_test_policy = iam.ManagedPolicy(
+                self,
+                "ClusterTestHeadNodePolicy",
+                description="Slurm head node: run the cluster all-reduce, write its result",
+                statements=self.burn_in.head_node_statements(),
+            )
+            self.burn_in.acknowledge_head_node_policy(cluster_test_policy)
+            head_node_policies = (cluster_test_policy,)
         self.orchestrator = SlurmOrchestrator(
             self,
             "Slurm",
@@ -224,6 +235,7 @@ class TrnClusterStack(KitStack):
                 ),
             ),
             compute_node_policies=(node_policy, self.telemetry.node_policy),
+            head_node_policies=head_node_policies,
         )
         return self.orchestrator.cluster
 

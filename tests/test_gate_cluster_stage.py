@@ -1,4 +1,5 @@
-"""The gate's second stage: one Slurm job runs the nccom-test all-reduce, the gate judges its result.
+"""The gate's second stage: one command on the head node runs the nccom-test all-reduce in a Slurm
+allocation, the gate judges its result.
 
 EC2, S3 and SSM are stubbed; stage 1 sees two passing nodes (reports from the real burn-in runner).
 """
@@ -24,27 +25,37 @@ RUN = f"cluster-test/{REQUEST_ID}/"
 RESULT_URI = f"s3://{BUCKET}/{RUN}result.json"
 COMMAND_ID = "0b1c2d3e-aaaa-bbbb-cccc-000000000001"
 OVERRIDES = '{"trn2":{"instance_type":"trn2.48xlarge","ultraserver_type":null,"efa_network_cards":16}}'
+BOOTSTRAP = "s3://cdk-assets/0a1b2c.py"
+PACKAGE = "s3://cdk-assets/3d4e5f.zip"
 COMMAND = [
-    "/opt/trn-kit/bin/trn-burnin", "cluster-test", "--instance-type", "trn2.48xlarge",
+    "python3", "/opt/trn-kit/trn_burnin_bootstrap.py", "--package", PACKAGE, "--region", "us-east-2",
+    "--cluster-test", "--", "--instance-type", "trn2.48xlarge",
     "--catalog-overrides", OVERRIDES, "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
 ]
 CLUSTER_TEST = {
     "HeadNodeInstanceId": HEAD_NODE,
     "Partition": "trainium",
+    "Region": "us-east-2",
+    "Bootstrap": {"Source": BOOTSTRAP, "Path": "/opt/trn-kit/trn_burnin_bootstrap.py"},
     "Command": COMMAND,
     "Prefix": "cluster-test/",
     "ReserveSeconds": "600",
     "JobMinutes": "8",
 }
-# What the head node runs: nothing in the job's command expands there, $SLURM_JOB_ID in the job.
+# What the head node runs: the bootstrap of this deployment, then salloc, which runs the command on
+# the head node inside the allocation (nccom-test's slurm mode, as the Neuron docs invoke it).
+# Nothing in the command expands in SSM's shell, $SLURM_JOB_ID inside salloc.
 SUBMIT = (
-    "/opt/slurm/bin/sbatch --parsable --job-name=trn-kit-cluster-test --partition=trainium "
-    "--nodes=2 --exclusive --time=8 --chdir=/tmp --export=ALL,HOME=/root,PATH=/opt/slurm/bin:"
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-    "--output=/tmp/trn-kit-cluster-test-%j.log --wrap "
+    "mkdir -p /opt/trn-kit && "
+    f"aws s3 cp --only-show-errors --region us-east-2 {BOOTSTRAP} /opt/trn-kit/trn_burnin_bootstrap.py && "
+    "env HOME=/root PATH=/opt/slurm/bin:/opt/aws/neuron/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+    "/usr/bin:/sbin:/bin /opt/slurm/bin/salloc --job-name=trn-kit-cluster-test --partition=trainium "
+    "--nodes=2 --exclusive --time=8 --chdir=/tmp /bin/sh -c "
     + shlex.quote(
-        " ".join(shlex.quote(part) for part in COMMAND)
-        + f" --nodes 2 --result-uri {RESULT_URI} --slurm-job-id \"$SLURM_JOB_ID\""
+        'echo "$SLURM_JOB_ID"; exec '
+        + " ".join(shlex.quote(part) for part in COMMAND)
+        + f' --nodes 2 --result-uri {RESULT_URI} --slurm-job-id "$SLURM_JOB_ID"'
+        + ' > "/var/log/trn-kit-cluster-test-$SLURM_JOB_ID.log" 2>&1'
     )
 )
 
@@ -97,7 +108,8 @@ def test_first_poll_after_the_nodes_pass_submits_one_job_marker_first(monkeypatc
             "send_command", {"Command": {"CommandId": COMMAND_ID}},
             {"InstanceIds": [HEAD_NODE], "DocumentName": "AWS-RunShellScript",
              "Comment": "trn-kit handover gate: cluster all-reduce",
-             "Parameters": {"commands": [SUBMIT]}},
+             # SSM stops it (and so salloc gives the nodes back) when the stage runs out.
+             "Parameters": {"commands": [SUBMIT], "executionTimeout": ["600"]}},
         )
         marker_written(aws, {**marker, "CommandId": COMMAND_ID})
         assert poll(with_cluster_test()) == {"IsComplete": False}
@@ -133,20 +145,42 @@ def test_an_overlapping_poll_that_loses_the_claim_sends_nothing(monkeypatch):
         assert poll(with_cluster_test()) == {"IsComplete": False}
 
 
-def test_the_job_command_survives_the_head_nodes_shell_and_the_jobs():
-    """Run the submission through sh as SSM does, with sbatch replaced by a printer of its
-    --wrap argument, then that through sh as the job does: the node-side argv arrives intact."""
+def test_the_command_survives_the_head_nodes_shell_and_runs_inside_the_allocation(tmp_path):
+    """Run the command through sh as SSM does, with aws and salloc emulated as documented (salloc
+    runs its command where it was called, with SLURM_JOB_ID set): the bootstrap is fetched first,
+    the argv arrives intact, and salloc gets the allocation it needs."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    stubs = {
+        "aws": f'echo "aws $*" >> {log}',
+        "salloc": (f'echo "salloc $*" >> {log}; '
+                   'while [ "${1#--}" != "$1" ]; do shift; done; SLURM_JOB_ID=42 exec "$@"'),
+        "python3": f'printf "%s\\n" "$@" >> {log}.argv',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
     test = index.ClusterTest.from_properties({"ClusterTest": CLUSTER_TEST})
-    script = test.submit_script(2, RESULT_URI).replace(
-        "/opt/slurm/bin/sbatch", 'f() { while [ "$1" != --wrap ]; do shift; done; printf %s "$2"; }; f'
+    script = (
+        test.submit_script(2, RESULT_URI)
+        .replace("/opt/slurm/bin/salloc", str(bin_dir / "salloc"))
+        .replace("PATH=/opt/slurm/bin:", f"PATH={bin_dir}:/opt/slurm/bin:")
+        .replace("/var/log/", f"{tmp_path}/")
+        .replace("mkdir -p /opt/trn-kit", "true")
     )
-    wrapped = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
-    job = subprocess.run(
-        ["sh", "-c", 'printf "%s\\n" ' + wrapped.removeprefix(COMMAND[0])],
-        capture_output=True, text=True, check=True, env={"SLURM_JOB_ID": "42"},
-    ).stdout.splitlines()
-    assert job == COMMAND[1:] + ["--nodes", "2", "--result-uri", RESULT_URI, "--slurm-job-id", "42"]
-    assert json.loads(job[job.index("--catalog-overrides") + 1])["trn2"]["efa_network_cards"] == 16
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert done.stdout == "42\n"  # the job id, for the gate's messages
+    fetch, allocate = log.read_text().splitlines()
+    assert fetch == f"aws s3 cp --only-show-errors --region us-east-2 {BOOTSTRAP} /opt/trn-kit/trn_burnin_bootstrap.py"
+    assert allocate == (
+        "salloc --job-name=trn-kit-cluster-test --partition=trainium --nodes=2 --exclusive --time=8 "
+        "--chdir=/tmp /bin/sh -c " + allocate.split(" /bin/sh -c ", 1)[1]
+    )
+    argv = (tmp_path / "calls.argv").read_text().splitlines()
+    assert argv == COMMAND[1:] + ["--nodes", "2", "--result-uri", RESULT_URI, "--slurm-job-id", "42"]
+    assert json.loads(argv[argv.index("--catalog-overrides") + 1])["trn2"]["efa_network_cards"] == 16
+    assert (tmp_path / "trn-kit-cluster-test-42.log").exists()  # the command's output, per job
 
 
 def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeypatch):
@@ -158,8 +192,8 @@ def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeyp
             poll(with_cluster_test())
     assert str(failed.value) == (
         "Cluster test gave no result before the deadline: the Slurm job on partition trainium "
-        f"did not write {RESULT_URI} (check squeue and /tmp/trn-kit-cluster-test-<job id>.log on "
-        "its first node)"
+        f"did not write {RESULT_URI} (check squeue and /var/log/trn-kit-cluster-test-<job id>.log "
+        "on the head node)"
     )
 
 
@@ -172,16 +206,17 @@ def test_a_job_without_result_at_the_deadline_is_named(monkeypatch):
             poll(with_cluster_test())
 
 
-def test_a_failed_submission_fails_the_deploy_with_the_head_node_error(monkeypatch):
+def test_a_command_that_ends_without_a_result_fails_the_deploy_with_the_head_node_error(monkeypatch):
     with Aws(monkeypatch, T0) as aws:
         nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         listed(aws, **{"launch.json": body({"CommandId": COMMAND_ID})})
-        invocation(aws, "Failed", stderr="sbatch: error: invalid partition specified: trainium")
+        invocation(aws, "Failed", stderr="salloc: error: invalid partition specified: trainium")
         with pytest.raises(index.GateFailed) as failed:
             poll(with_cluster_test())
     assert str(failed.value) == (
-        f"Cluster test could not be submitted on the head node {HEAD_NODE} (Failed): "
-        "sbatch: error: invalid partition specified: trainium"
+        f"Cluster test ended on the head node {HEAD_NODE} without a result (Failed): "
+        "salloc: error: invalid partition specified: trainium (its output: "
+        "/var/log/trn-kit-cluster-test-<job id>.log on the head node)"
     )
 
 

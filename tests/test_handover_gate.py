@@ -18,7 +18,7 @@ from trn_burnin import cli
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY, BURN_IN_TAINT_VALUE
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME, Clock
-from trn_constructs.validation import CLUSTER_TEST_PREFIX, NODE_LAUNCHER, REPORTS_PREFIX
+from trn_constructs.validation import CLUSTER_TEST_PREFIX, HEAD_NODE_BOOTSTRAP, REPORTS_PREFIX
 from trn_constructs.validation.eks import (
     BURN_IN_IMAGE, CLUSTER_TEST_IMAGE, CLUSTER_TEST_SERVICE_ACCOUNT, NAMESPACE, SERVICE_ACCOUNT,
 )
@@ -114,11 +114,19 @@ def test_gate_runs_the_cluster_test_through_the_slurm_head_node(slurm):
     test = gate["Properties"]["ClusterTest"]
     assert test["HeadNodeInstanceId"] == {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
     assert test["Partition"] == QUEUE_NAME
+    assert test["Region"] == "us-east-2"
     overrides = {"trn3-gen1": {
         "instance_type": "trn3.48xlarge", "ultraserver_type": "u-trn3x64", "efa_network_cards": 16,
     }}
+    # On the head node, as the Neuron docs have nccom-test's slurm mode: this deployment's
+    # bootstrap and package, then the cluster test.
+    assert test["Bootstrap"]["Path"] == HEAD_NODE_BOOTSTRAP
+    assert test["Bootstrap"]["Source"].endswith(".py")
+    package = test["Command"][test["Command"].index("--package") + 1]
+    assert package.endswith(".zip")
     assert test["Command"] == [
-        NODE_LAUNCHER, "cluster-test", "--instance-type", "trn3.48xlarge",
+        "python3", HEAD_NODE_BOOTSTRAP, "--package", package, "--region", "us-east-2", "--cluster-test",
+        "--", "--instance-type", "trn3.48xlarge",
         "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
         "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
     ]
@@ -201,11 +209,34 @@ def test_node_policy_writes_reports_and_metrics_only(slurm):
     ).values()
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"]
-    written = [part for resource in statements[1]["Resource"] for part in resource["Fn::Join"][1]]
-    assert [p for p in written if isinstance(p, str)] == [f"/{REPORTS_PREFIX}*", f"/{CLUSTER_TEST_PREFIX}*"]
+    written = [p for p in statements[1]["Resource"]["Fn::Join"][1] if isinstance(p, str)]
+    # Not the cluster test's result: the head node writes that.
+    assert written == [f"/{REPORTS_PREFIX}*"]
     assert statements[2]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "TrnCluster/BurnIn"}
     }
+
+
+def test_head_node_reads_the_package_and_writes_only_the_cluster_tests_result(slurm):
+    (policy_id, policy) = only_item(slurm.template.find_resources(
+        "AWS::IAM::ManagedPolicy",
+        {"Properties": {"Description": Match.string_like_regexp("^Slurm head node")}},
+    ))
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject"]
+    assert sorted(arn.rsplit(".", 1)[1] for arn in statements[0]["Resource"]) == ["py", "zip"]
+    written = [p for p in statements[1]["Resource"]["Fn::Join"][1] if isinstance(p, str)]
+    assert written == [f"/{CLUSTER_TEST_PREFIX}*"]
+    (cluster,) = slurm.template.find_resources("Custom::PclusterCluster").values()
+    head = cluster["Properties"]["ClusterConfiguration"]["HeadNode"]
+    assert {"Policy": {"Ref": policy_id}} in head["Iam"]["AdditionalIamPolicies"]
+    queue = cluster["Properties"]["ClusterConfiguration"]["Scheduling"]["SlurmQueues"][0]
+    assert {"Policy": {"Ref": policy_id}} not in queue["Iam"]["AdditionalIamPolicies"]
+
+
+def only_item(found: dict) -> tuple[str, dict]:
+    assert len(found) == 1, list(found)
+    return next(iter(found.items()))
 
 
 def test_outputs_summarise_the_handover(slurm):

@@ -181,6 +181,7 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
     prefix_list = logical_id(template, "AWS::EC2::PrefixList", "SlurmSshAllowList")
     assert head["Ssh"] == {"AllowedIps": {"Fn::GetAtt": [prefix_list, "PrefixListId"]}}
     template.has_resource_properties("AWS::EC2::PrefixList", {"Entries": [], "MaxEntries": 1})
+    cluster_test_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "ClusterTestHeadNodePolicy")
     assert head["Iam"]["AdditionalIamPolicies"] == [
         {
             "Policy": {
@@ -193,13 +194,33 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
                     ],
                 ]
             }
-        }
+        },
+        # The gate's cluster all-reduce runs on the head node (nccom-test's slurm mode).
+        {"Policy": {"Ref": cluster_test_policy}},
     ]
+
+
+def test_head_node_installs_the_neuron_tools_without_the_driver(configuration):
+    """nccom-test's slurm mode is invoked from the head node (Neuron docs): it gets the compute
+    nodes' Neuron pins, all but the driver (it has no Neuron devices), once it is configured."""
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    start = queue["CustomActions"]["OnNodeStart"]
+    configured = configuration["HeadNode"]["CustomActions"]["OnNodeConfigured"]
+    assert configured["Script"] == start["Script"]
+    versions = ImageVersions.load()
+    assert configured["Args"] == list(neuron_install(versions, driver=False).args)
+    driver = start["Args"].index(f"aws-neuronx-dkms={versions.neuron_packages['aws-neuronx-dkms']}")
+    assert configured["Args"] == start["Args"][: driver - 1] + start["Args"][driver + 1:]
+    debs = [configured["Args"][i + 1] for i, arg in enumerate(configured["Args"]) if arg == "--deb"]
+    assert [deb.split("=")[0] for deb in debs] == [
+        "aws-neuronx-runtime-lib", "aws-neuronx-collectives", "aws-neuronx-tools"
+    ]
+    assert configuration["HeadNode"]["Iam"]["S3Access"] == queue["Iam"]["S3Access"]
 
 
 def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuration):
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
-    assert "CustomActions" not in configuration["HeadNode"]
+    assert "OnNodeStart" not in configuration["HeadNode"]["CustomActions"]
     shipper, action = queue["CustomActions"]["OnNodeConfigured"]["Sequence"]
     # Metrics start shipping first, so they flow while the burn-in runs.
     assert shipper["Script"].endswith(".py") and shipper["Args"][0] == "install"
@@ -288,6 +309,9 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
     telemetry_policy = {
         "Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "TelemetryNodePolicy")
     }
+    cluster_test_policy = {
+        "Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "ClusterTestHeadNodePolicy")
+    }
     assert queue["Iam"]["AdditionalIamPolicies"] == [
         {"Policy": POLICY}, {"Policy": burn_in_policy}, {"Policy": telemetry_policy}
     ]
@@ -306,7 +330,9 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
                         "Effect": "Allow",
                         "Condition": {
                             "ArnEquals": {
-                                "iam:PolicyARN": [POLICY, burn_in_policy, telemetry_policy]
+                                "iam:PolicyARN": [
+                                    POLICY, cluster_test_policy, burn_in_policy, telemetry_policy
+                                ]
                             }
                         },
                         "Resource": "arn:aws:iam::123456789012:role/parallelcluster/*",

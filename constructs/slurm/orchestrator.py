@@ -52,7 +52,10 @@ class SlurmOrchestrator(Construct):
     Every node boots ParallelCluster's official AMI, or the compute nodes the custom image in
     ``image_ssm_parameter`` (made from that AMI, e.g. by TrnAmiStack). Compute nodes install the
     pinned Neuron stack when they start (only checking it on an image that has it), then run
-    ``compute_node_actions``, in order, once ParallelCluster has configured them.
+    ``compute_node_actions``, in order, once ParallelCluster has configured them. The head node
+    installs the same stack without the driver once configured: nccom-test's slurm mode is
+    invoked from the head node (Neuron docs), and the gate's cluster all-reduce runs it there.
+    ``head_node_policies`` and ``compute_node_policies`` are attached to those nodes' roles.
 
     Attributes:
         cluster_name: the ParallelCluster cluster name.
@@ -77,16 +80,18 @@ class SlurmOrchestrator(Construct):
         image_ssm_parameter: str | None = None,
         compute_node_actions: tuple[CustomAction, ...] = (),
         compute_node_policies: tuple[iam.IManagedPolicy, ...] = (),
+        head_node_policies: tuple[iam.IManagedPolicy, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self.cluster_name = cluster_name(stack.stack_name)
 
+        kit_policies = (*head_node_policies, *compute_node_policies)
         self.provider = CfnStack(
             self,
             "Provider",
             template_url=Fn.sub(PROVIDER_TEMPLATE_URL),
-            parameters=self._provider_parameters(config, compute_node_policies) or None,
+            parameters=self._provider_parameters(config, kit_policies) or None,
         )
 
         # Nothing may reach the head node's SSH port: this allow list stays empty (add a CIDR to
@@ -101,8 +106,10 @@ class SlurmOrchestrator(Construct):
             if image_ssm_parameter
             else None
         )
-        neuron = neuron_install(ImageVersions.load())
+        versions = ImageVersions.load()
+        neuron = neuron_install(versions)
         neuron_script = s3_assets.Asset(self, "NeuronInstallScript", path=str(neuron.path))
+        head_node_neuron = neuron_install(versions, driver=False)
         spec = ClusterSpec(
             region=stack.region,
             head_node=HeadNodeSpec(
@@ -110,7 +117,14 @@ class SlurmOrchestrator(Construct):
                 subnet_id=network.compute_subnet.subnet_id,
                 security_group_ids=(network.node_security_group.security_group_id,),
                 ssh_allowed_sources=ssh_sources.prefix_list_id,
-                policy_arns=(ssm_core.managed_policy_arn, *config.additional_policy_arns),
+                policy_arns=(
+                    ssm_core.managed_policy_arn,
+                    *config.additional_policy_arns,
+                    *(policy.managed_policy_arn for policy in head_node_policies),
+                ),
+                on_node_configured=(
+                    CustomAction(script=neuron_script.s3_object_url, args=head_node_neuron.args),
+                ),
                 # /home, with the users' environments and compiler caches, is NFS from the head
                 # node's root volume: it gets what a Trainium node gets (not the AMI's ~45 GiB).
                 root_volume_gib=capacity.instance.root_volume_gib,

@@ -35,8 +35,8 @@ BURN_IN_PACKAGE_DIR = HERE.parent.parent / "trn_burnin"
 BOOTSTRAP_SCRIPT = HERE / "node" / "trn_burnin_bootstrap.py"
 REPORTS_PREFIX = "burn-in/"
 CLUSTER_TEST_PREFIX = "cluster-test/"
-# Written by the bootstrap on every node: runs the unpacked trn_burnin with the Neuron interpreter.
-NODE_LAUNCHER = "/opt/trn-kit/bin/trn-burnin"
+# Where the gate's command on the Slurm head node puts the bootstrap, fresh for every run.
+HEAD_NODE_BOOTSTRAP = "/opt/trn-kit/trn_burnin_bootstrap.py"
 # Stage 1 ends this long before the gate's deadline so the cluster all-reduce always has it:
 # Slurm scheduling, NEFF generation and three message sizes take a few minutes.
 CLUSTER_TEST_RESERVE = Duration.minutes(10)
@@ -91,21 +91,22 @@ class BurnInArtifacts(Construct):
     def reports_uri(self) -> str:
         return f"s3://{self.bucket.bucket_name}/{self.reports_prefix}"
 
-    def node_statements(self, *, cluster_test: bool) -> list[iam.PolicyStatement]:
-        """Read the package and bootstrap, write reports (and the cluster test's result), publish
-        burn-in metrics; nothing more."""
-        written = (self.reports_prefix, *([self.cluster_test_prefix] if cluster_test else []))
+    def _read_package_and_bootstrap(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            actions=["s3:GetObject"],
+            resources=[
+                asset.bucket.arn_for_objects(asset.s3_object_key)
+                for asset in (self.package, self.bootstrap)
+            ],
+        )
+
+    def node_statements(self) -> list[iam.PolicyStatement]:
+        """Read the package and bootstrap, write reports, publish burn-in metrics; nothing more."""
         return [
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    asset.bucket.arn_for_objects(asset.s3_object_key)
-                    for asset in (self.package, self.bootstrap)
-                ],
-            ),
+            self._read_package_and_bootstrap(),
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
-                resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in written],
+                resources=[self.bucket.arn_for_objects(f"{self.reports_prefix}*")],
             ),
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -113,6 +114,25 @@ class BurnInArtifacts(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": DEFAULT_NAMESPACE}},
             ),
         ]
+
+    def head_node_statements(self) -> list[iam.PolicyStatement]:
+        """The Slurm head node, which runs the gate's cluster all-reduce: read the package and
+        bootstrap, write the result under the cluster-test prefix; nothing more."""
+        return [
+            self._read_package_and_bootstrap(),
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
+            ),
+        ]
+
+    def acknowledge_head_node_policy(self, policy: IConstruct) -> None:
+        acknowledge(
+            policy,
+            arn_finding(self.bucket, f"/{self.cluster_test_prefix}*"),
+            "The head node writes the cluster all-reduce's result under a key the gate chooses "
+            "per deployment request",
+        )
 
     def cluster_test_folder_statements(self, object_actions: list[str]) -> list[iam.PolicyStatement]:
         """List the cluster-test prefix, and ``object_actions`` on the objects under it."""
@@ -139,19 +159,12 @@ class BurnInArtifacts(Construct):
             *self.cluster_test_folder_statements(["s3:GetObject", "s3:PutObject"]),
         ]
 
-    def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
+    def acknowledge_node_policy(self, policy: IConstruct) -> None:
         acknowledge(
             policy,
             arn_finding(self.bucket, f"/{self.reports_prefix}*"),
             "Each node writes one report per run under the reports prefix, named by instance id",
         )
-        if cluster_test:
-            acknowledge(
-                policy,
-                arn_finding(self.bucket, f"/{self.cluster_test_prefix}*"),
-                "The first node of the cluster all-reduce writes its result under a key the gate "
-                "chooses per deployment request",
-            )
         acknowledge(
             policy,
             "AwsSolutions-IAM5[Resource::*]",
@@ -239,9 +252,9 @@ class HandoverGate(Construct):
     """Completes only when every Trainium node has passed the burn-in (per minHealthyFraction).
 
     It depends on whatever brings the nodes up, so it starts waiting once they exist; it reads S3
-    and EC2 and never changes, deletes or buys anything. With ``cluster_test`` it then submits
-    one Slurm job (SSM Run Command on the head node) that runs the nccom-test all-reduce across
-    the passed nodes, and waits for its verdict. With ``cluster_test_follows`` (the fingerprint
+    and EC2 and never changes, deletes or buys anything. With ``cluster_test`` it then sends one
+    command to the head node (SSM Run Command) that allocates the passed nodes in Slurm and runs
+    the nccom-test all-reduce across them from the head node, and waits for its verdict. With ``cluster_test_follows`` (the fingerprint
     of what runs the all-reduce; a change runs this stage again, naming a new run) it hands the
     number of passed nodes, a run id and a deadline to it (``handover``), and
     ``wait_for_cluster_test`` adds the second resource that waits for it.
@@ -426,12 +439,17 @@ class HandoverGate(Construct):
         burn_in: BurnInConfig,
         cluster_test: SlurmClusterTest,
     ) -> dict[str, object]:
+        region = Stack.of(artifacts).region
         return {
             "HeadNodeInstanceId": cluster_test.head_node_instance_id,
             "Partition": cluster_test.partition,
+            "Region": region,
+            # Fetched on every run, with the package, so the head node runs this deployment's.
+            "Bootstrap": {"Source": artifacts.bootstrap.s3_object_url, "Path": HEAD_NODE_BOOTSTRAP},
             "Command": [
-                NODE_LAUNCHER, "cluster-test",
-                *cluster_test_arguments(capacity, burn_in, Stack.of(artifacts).region),
+                "python3", HEAD_NODE_BOOTSTRAP,
+                "--package", artifacts.package.s3_object_url, "--region", region, "--cluster-test",
+                "--", *cluster_test_arguments(capacity, burn_in, region),
             ],
             "Prefix": artifacts.cluster_test_prefix,
             "ReserveSeconds": str(int(CLUSTER_TEST_RESERVE.to_seconds())),

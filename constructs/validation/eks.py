@@ -258,9 +258,9 @@ class EksBurnIn(Construct):
             cluster,
             SERVICE_ACCOUNT,
             "Burn-in pods: read the burn-in package, write reports and metrics",
-            artifacts.node_statements(cluster_test=False),
+            artifacts.node_statements(),
         )
-        artifacts.acknowledge_node_policy(role, cluster_test=False)
+        artifacts.acknowledge_node_policy(role)
         self.manifest = cluster.add_manifest(
             "BurnIn",
             *burn_in_manifests(

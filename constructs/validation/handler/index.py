@@ -14,19 +14,21 @@ bootstrap) are named in the summary; their replacements are what counts.
 
 Stage 2, the cluster all-reduce (``nccom-test`` across the passed nodes), comes in two forms.
 
-- Slurm (``ClusterTest`` given, 2+ nodes passed): the gate submits one Slurm job on the head node,
-  through SSM Run Command, and waits for the verdict it writes to S3. The stage's objects live under
-  ``<ClusterTest.Prefix><RequestId>/``: ``launch.json`` is created (a conditional write only one
-  poll can win) *before* the job is submitted, so neither a retried nor an overlapping poll submits
-  a second job, and ``result.json`` is the node's verdict. Stage 1 ends ``ReserveSeconds`` before
-  the deadline so stage 2 always has that long.
+- Slurm (``ClusterTest`` given, 2+ nodes passed): the gate sends one command to the head node,
+  through SSM Run Command, and waits for the verdict it writes to S3. The command allocates the
+  passed nodes (salloc) and, from the head node, runs nccom-test's slurm mode in that allocation,
+  as the Neuron docs have it; the allocation ends with the command, and SSM stops the command at
+  the stage's deadline. The stage's objects live under ``<ClusterTest.Prefix><RequestId>/``:
+  ``launch.json`` is created (a conditional write only one poll can win) *before* the command is
+  sent, so neither a retried nor an overlapping poll runs a second test, and ``result.json`` is the
+  verdict. Stage 1 ends ``ReserveSeconds`` before the deadline so stage 2 always has that long.
 - Kubernetes (``ClusterTestRunsNext``: the ``Fingerprint`` of that Job and its ``Seconds``):
   stage 1 completes with ``PassedNodes``, a ``RunId`` and ``ClusterTestNotAfter`` (now + Seconds,
   which the pods plan their waits by); the stack then applies a Job of that many pods, and a second
   resource of this type (``Stage: cluster-test``) waits for the ``result.json`` the Job's first pod
   writes under ``RunPrefix``. Its deadline is its own ``TimeoutSeconds``.
 
-The gate never stops, deletes or buys anything; its only action is that one Slurm job.
+The gate never stops, deletes or buys anything; its only action is that one command.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import shlex
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import PurePosixPath
 from typing import Any
 
 import boto3
@@ -45,9 +48,14 @@ from botocore.exceptions import ClientError
 
 REPORT_SCHEMA_VERSION = 1
 CLUSTER_RESULT_SCHEMA_VERSION = 1
+# SSM's shell has no HOME and no Slurm or Neuron tools on PATH; nccom-test calls srun, and srun
+# hands this environment to neuron-bench on the compute nodes.
 JOB_ENVIRONMENT = (
-    "HOME=/root,PATH=/opt/slurm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    "HOME=/root",
+    "PATH=/opt/slurm/bin:/opt/aws/neuron/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 )
+# On the head node, one per Slurm job.
+CLUSTER_TEST_LOG = "/var/log/trn-kit-cluster-test-$SLURM_JOB_ID.log"
 MAX_REASONS_PER_NODE = 3
 # trn_burnin.publish names each report <instance id>-<UTC timestamp>.json under the prefix.
 REPORT_KEY = re.compile(r"(?P<instance>i-[0-9a-f]+)-[^/]+\.json")
@@ -94,11 +102,14 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class ClusterTest:
-    """How stage 2 reaches the cluster: a Slurm job submitted on the head node."""
+    """How stage 2 reaches the cluster: a command on the Slurm head node."""
 
     head_node_instance_id: str
     partition: str
-    command: tuple[str, ...]  # the node-side program and its fixed arguments
+    region: str
+    bootstrap_source: str  # s3:// URI of the node bootstrap, fetched for every run
+    bootstrap_path: str  # where the command puts it on the head node
+    command: tuple[str, ...]  # the head-node program and its fixed arguments
     prefix: str  # where launch markers and results go, in the reports bucket
     reserve_seconds: int
     job_minutes: int
@@ -111,6 +122,9 @@ class ClusterTest:
         return cls(
             head_node_instance_id=test["HeadNodeInstanceId"],
             partition=test["Partition"],
+            region=test["Region"],
+            bootstrap_source=test["Bootstrap"]["Source"],
+            bootstrap_path=test["Bootstrap"]["Path"],
             command=tuple(test["Command"]),
             prefix=test["Prefix"],
             reserve_seconds=int(test["ReserveSeconds"]),
@@ -118,17 +132,30 @@ class ClusterTest:
         )
 
     def submit_script(self, nodes: int, result_uri: str) -> str:
-        """sbatch on the head node; $SLURM_JOB_ID is quoted so it expands in the job, not here."""
+        """On the head node: fetch the bootstrap, then hold ``nodes`` nodes with salloc and run the
+        command in the allocation, on the head node itself. It prints the job id; the command's
+        output goes to CLUSTER_TEST_LOG. $SLURM_JOB_ID is quoted so it expands inside salloc."""
         job = [*self.command, "--nodes", str(nodes), "--result-uri", result_uri]
-        wrapped = " ".join(shlex.quote(part) for part in job) + ' --slurm-job-id "$SLURM_JOB_ID"'
-        return " ".join([
-            "/opt/slurm/bin/sbatch", "--parsable", "--job-name=trn-kit-cluster-test",
+        in_allocation = (
+            'echo "$SLURM_JOB_ID"; exec '
+            + " ".join(shlex.quote(part) for part in job)
+            + f' --slurm-job-id "$SLURM_JOB_ID" > "{CLUSTER_TEST_LOG}" 2>&1'
+        )
+        fetch = [
+            "aws", "s3", "cp", "--only-show-errors", "--region", self.region,
+            self.bootstrap_source, self.bootstrap_path,
+        ]
+        allocate = [
+            "env", *JOB_ENVIRONMENT, "/opt/slurm/bin/salloc", "--job-name=trn-kit-cluster-test",
             f"--partition={self.partition}", f"--nodes={nodes}", "--exclusive",
-            # The SSM command's own directory does not exist on the compute nodes, and its
-            # environment has no HOME and no Slurm on PATH (nccom-test's slurm mode calls srun).
-            f"--time={self.job_minutes}", "--chdir=/tmp", f"--export=ALL,{JOB_ENVIRONMENT}",
-            "--output=/tmp/trn-kit-cluster-test-%j.log",
-            "--wrap", shlex.quote(wrapped),
+            # The SSM command's own directory does not exist on the compute nodes.
+            f"--time={self.job_minutes}", "--chdir=/tmp",
+            "/bin/sh", "-c", in_allocation,
+        ]
+        return " && ".join([
+            shlex.join(["mkdir", "-p", str(PurePosixPath(self.bootstrap_path).parent)]),
+            shlex.join(fetch),
+            shlex.join(allocate),
         ])
 
 
@@ -379,17 +406,17 @@ def cluster_stage(
         return None
     launch = json.loads(read_object(s3, settings.bucket, launch_key))
     state, detail = command_state(test.head_node_instance_id, launch.get("CommandId"))
+    log = CLUSTER_TEST_LOG.replace("$SLURM_JOB_ID", "<job id>")
     if state in ("Failed", "TimedOut", "Cancelled"):
         raise GateFailed(
-            f"Cluster test could not be submitted on the head node {test.head_node_instance_id} "
-            f"({state}): {detail}"
+            f"Cluster test ended on the head node {test.head_node_instance_id} without a result "
+            f"({state}): {detail} (its output: {log} on the head node)"
         )
     if now() >= deadline:
         where = f"Slurm job {detail}" if state == "Success" and detail else "the Slurm job"
         raise GateFailed(
             f"Cluster test gave no result before the deadline: {where} on partition "
-            f"{test.partition} did not write {result_uri} (check squeue and "
-            f"/tmp/trn-kit-cluster-test-<job id>.log on its first node)"
+            f"{test.partition} did not write {result_uri} (check squeue and {log} on the head node)"
         )
     print(f"cluster all-reduce across {nodes} nodes running; waiting until {deadline.isoformat()}")
     return None
@@ -435,7 +462,11 @@ def submit_cluster_test(
         InstanceIds=[test.head_node_instance_id],
         DocumentName="AWS-RunShellScript",
         Comment="trn-kit handover gate: cluster all-reduce",
-        Parameters={"commands": [test.submit_script(nodes, result_uri)]},
+        # Stopped with the stage: salloc then gives the nodes back, also when they never came.
+        Parameters={
+            "commands": [test.submit_script(nodes, result_uri)],
+            "executionTimeout": [str(test.reserve_seconds)],
+        },
     )
     command_id = response["Command"]["CommandId"]
     put_json(s3, bucket, launch_key, {**marker, "CommandId": command_id})

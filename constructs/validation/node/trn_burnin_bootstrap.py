@@ -11,13 +11,13 @@ before anything else is installed.
         --cluster-test -- <arguments for `python -m trn_burnin cluster-test`>
     trn_burnin_bootstrap.py --kubernetes-node NAME --check-boot
 
-It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the gate's cluster all-reduce on
-Slurm) run the same package with the same interpreter. On EKS it records the verdict on the Node;
-with --slurm a failing node is drained with the reason, so `sinfo -R` says why.
+It leaves /opt/trn-kit/bin/trn-burnin behind, so later commands run the same package with the same
+interpreter. On EKS it records the verdict on the Node; with --slurm a failing node is drained with
+the reason, so `sinfo -R` says why.
 
-With --cluster-test (the gate's cluster all-reduce on EKS, in pods of an image without the package)
-it fetches the package the same way, then becomes `trn-burnin cluster-test`: no burn-in, nothing
-recorded on the Node.
+With --cluster-test (the gate's cluster all-reduce: on the Slurm head node, and on EKS in pods of
+an image without the package) it fetches the package the same way, then becomes
+`trn-burnin cluster-test`: no burn-in, nothing recorded on a Node.
 
 A verdict on EKS holds for the boot it was reached on: the Node records that boot's id. A rebooted
 instance keeps its Node, labels and (absent) taint, so after every boot --check-boot (a pod on
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import NoReturn
 
 INSTALL_DIR = Path("/opt/trn-kit")
-# Under INSTALL_DIR; the gate's Slurm job calls it by its full path (trn_constructs.validation).
+# Under INSTALL_DIR: the fetched package under the Neuron interpreter, for later commands too.
 LAUNCHER = Path("bin/trn-burnin")
 SCONTROL = "/opt/slurm/bin/scontrol"  # ParallelCluster's Slurm prefix
 MAX_DRAIN_REASON = 200  # Slurm shows reasons in one `sinfo -R` column: keep them short
