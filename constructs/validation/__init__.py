@@ -3,8 +3,9 @@
 ``BurnInArtifacts`` holds what nodes need (the packaged ``trn_burnin``, a bootstrap script, a
 reports bucket, the exact permissions); ``HandoverGate`` is the custom resource that makes the
 deploy wait for every node's report and fail with the failed nodes named, then wait for the
-cluster-level all-reduce across the passed nodes: on Slurm it submits that job itself; on EKS the
-stack applies a Job sized by the gate's first stage and a second gate resource waits for it.
+cluster-level all-reduce across the passed nodes: on Slurm it runs that on the head node itself,
+in an allocation of the passed nodes; on EKS the stack applies a Job sized by the gate's first
+stage and a second gate resource waits for it.
 """
 
 from __future__ import annotations
