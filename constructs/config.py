@@ -11,6 +11,7 @@ Constructs receive the frozen dataclasses below; they never read context themsel
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from trn_constructs.timeline import HANDOVER_MAX_MINUTES, SAFETY, Budgets
 from trn_constructs.capacity_purchase.handler.capacity_block import request as rules
 
 T = TypeVar("T")
+
+MIN_BURN_IN_SECONDS = 30
 
 
 class ConfigError(ValueError):
@@ -612,7 +615,7 @@ def _parse_burn_in(ctx: _Context, instance: InstanceSpec, orchestrator: str, ima
     units = ("node", "ultraserver") if instance.is_ultraserver else ("node",)
     config = BurnInConfig(
         dtype=ctx.choice("burnInDtype", dtypes, SETTINGS["burnInDtype"]),
-        duration_seconds=ctx.bounded_integer("burnInDurationSeconds", 30, 3600),
+        duration_seconds=ctx.bounded_integer("burnInDurationSeconds", MIN_BURN_IN_SECONDS, 3600),
         timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 30, HANDOVER_MAX_MINUTES),
         min_healthy_fraction=ctx.fraction(
             "burnInMinHealthyFraction", SETTINGS["burnInMinHealthyFraction"]
@@ -640,6 +643,15 @@ def _check_budget(config: BurnInConfig, orchestrator: str, image: str | None) ->
         return
     longest = budgets.longest_duration_seconds(config.timeout_minutes, config.cluster_test)
     test = f" and {budgets.cluster_test_minutes} for the cluster test" if config.cluster_test else ""
+    if longest < MIN_BURN_IN_SECONDS:
+        least = math.ceil(Budgets(orchestrator, kind, MIN_BURN_IN_SECONDS).first_pass_minutes(config.cluster_test))
+        raise _fail(
+            "burnInTimeoutMinutes",
+            config.timeout_minutes,
+            f"at least {least} on {orchestrator} with the {kind} image, even with burnInDurationSeconds at its "
+            f"least ({MIN_BURN_IN_SECONDS}): a node needs about {budgets.setup_minutes:.0f} minutes to boot and "
+            f"set up before its burn-in (x{SAFETY:g} margin){test}",
+        )
     raise _fail(
         "burnInDurationSeconds",
         config.duration_seconds,

@@ -96,21 +96,24 @@ class Recipe:
 
 
 def recipes(kubernetes_version: str, parallelcluster_image_name: str) -> tuple[Recipe, ...]:
-    base = ("efa", "lustre-client")
     return (
         # ParallelCluster boots only its own images and images made from them: the Slurm image is
-        # its official AMI plus what the Slurm nodes install at start, and the burn-in.
+        # its official AMI plus what the Slurm nodes install at start, and the burn-in. The AMI
+        # already has the EFA driver, libfabric and Lustre client ParallelCluster tested with its
+        # kernel; the image keeps them (no EFA installer run, no Lustre packages) and its test
+        # phase checks they are still there for the kernel it boots.
         Recipe(
             "slurm",
             ImageLookup(parallelcluster_image_name),
-            ("neuron-node", *base, "trn-burnin"),
+            ("neuron-node", "trn-burnin", "inherited-efa-lustre"),
         ),
-        # EKS nodes run the burn-in in a container, so their image carries no copy of it.
+        # EKS nodes run the burn-in in a container, so their image carries no copy of it. The EKS
+        # Neuron AMI has the Neuron driver and tools and a minimal EFA install, no Lustre client.
         Recipe(
             "eks",
             f"ssm:/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/x86_64/"
             "neuron/recommended/image_id",
-            ("neuron-runtime", *base),
+            ("neuron-runtime", "efa", "lustre-client"),
         ),
     )
 
@@ -256,6 +259,7 @@ class NeuronImageBuilder(Construct):
                 "EfaInstallerSha256": versions.efa_installer_sha256,
             },
             "lustre-client": {},
+            "inherited-efa-lustre": {},
             "trn-burnin": {
                 "BurnInArchiveS3Uri": burn_in.s3_object_url,
                 "Boto3Version": versions.burn_in_python_packages["boto3"],

@@ -118,7 +118,7 @@ class TrnClusterInfraStack(KitStack):
             storage=self.storage,
             artifacts=self.burn_in,
             telemetry=self.telemetry,
-            cluster_test=self.cluster_test.command is not None,
+            cluster_test=self.cluster_test.runs,
         )
         self._add_outputs({**self._cluster_outputs(config), **self._capacity_outputs()})
 

@@ -146,10 +146,36 @@ def test_slurm_recipe_starts_from_parallelclusters_official_ami_looked_up_at_dep
     assert ami_json["Resources"][lookup_id]["Properties"]["NamePattern"] == (
         f"aws-parallelcluster-{PCLUSTER_VERSION}-ubuntu-2404-lts-hvm-x86_64*"
     )
-    # Neuron the way the Slurm nodes install it, then EFA, Lustre and the burn-in.
+    # Neuron the way the Slurm nodes install it and the burn-in, nothing else: the EFA and Lustre
+    # of ParallelCluster's AMI stay, and are checked.
     assert component_names(ami_json, properties) == [
-        "neuron-node", "efa", "lustre-client", "trn-burnin"
+        "neuron-node", "trn-burnin", "inherited-efa-lustre"
     ]
+
+
+def test_the_slurm_image_checks_the_efa_and_lustre_it_inherits_and_installs_nothing():
+    document = DOCUMENTS["inherited-efa-lustre"]
+    assert [phase["name"] for phase in document["phases"]] == ["test"]
+    script = "\n".join(
+        command for step in document["phases"][0]["steps"] for command in step["inputs"]["commands"]
+    )
+    for check in (
+        "modinfo -F description efa", "/opt/amazon/efa_installed_packages",
+        "/opt/amazon/efa/bin/fi_info -p efa",
+        'lustre-client-modules-$(uname -r)', "modprobe lustre", "lfs --version",
+        'dpkg --compare-versions "$version" ge 2.12',
+    ):
+        assert check in script, check
+    assert not re.search(r"apt-get|efa_installer|dnf|pip ", script)
+
+
+def test_no_slurm_component_reinstalls_efa_or_lustre(ami_json):
+    """Neither the EFA installer nor a Lustre package runs in the Slurm image (they would depart
+    from the kernel, EFA and Lustre set ParallelCluster tested)."""
+    for name in component_names(ami_json, recipe_properties(ami_json, "slurm")):
+        text = (COMPONENTS_DIR / f"{name}.yaml").read_text()
+        assert "efa_installer" not in text, name
+        assert not re.search(r"(apt-get|dnf) [^\n]*install[^\n]*lustre", text), name
 
 
 def test_eks_recipe_still_starts_from_the_eks_neuron_ami(ami_json):
@@ -395,9 +421,8 @@ def test_a_changed_pin_renames_the_recipe_that_carries_it(monkeypatch, ami_json)
         }
 
     original = ImageVersions.load()
-    bumped = replace(
-        original, efa_installer_sha256="0" * 64, efa_installer_version="9.9.9"
-    )
+    # The release reaches both recipes (the Slurm one through its node script's arguments).
+    bumped = replace(original, neuron_sdk_release="9.9.9")
     monkeypatch.setattr(image.ImageVersions, "load", classmethod(lambda cls, path=None: bumped))
     changed = synth(tags={"pin-probe": "1"}).stack_template_json(AMI_STACK_NAME)
     assert recipe_names(changed).isdisjoint(recipe_names(ami_json))

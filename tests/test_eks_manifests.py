@@ -10,48 +10,9 @@ import kubernetes_validate
 import pytest
 
 from tests.conftest import synth
+from tests.support.manifests import TOKEN_VALUES, applied_manifests, bundled_plan
 from trn_constructs.config import EKS_KUBERNETES_VERSIONS
 from trn_constructs.eks.manifests import FSX_CSI_DRIVER, shared_storage_manifests
-
-# What deploy-time tokens in a manifest resolve to, realistic enough for the schema's formats.
-TOKEN_VALUES = {
-    "Ref": "fs-0123456789abcdef0",
-    "DNSName": "fs-0123456789abcdef0.fsx.us-east-2.amazonaws.com",
-    "LustreMountName": "abcdef12",
-    # The handover gate's first stage: how many nodes passed, and the run's name.
-    "PassedNodes": "4",
-    "RunId": "0123456789ab",
-    "ClusterTestNotAfter": "2026-12-01T12:25:00Z",
-}
-
-
-def resolved(value: Any, tokens: list[dict] | None = None) -> Any:
-    """``value`` with its CloudFormation tokens resolved as TOKEN_VALUES say; each token met is
-    added to ``tokens``."""
-    if not isinstance(value, dict):
-        return value
-    if "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return separator.join(resolved(part, tokens) for part in parts)
-    if tokens is not None:
-        tokens.append(value)
-    if "Fn::GetAtt" in value:
-        return TOKEN_VALUES[value["Fn::GetAtt"][1]]
-    # File system ids and bucket names alike: a realistic name for any other reference.
-    return TOKEN_VALUES["Ref"]
-
-
-def applied_manifests(template_json: dict) -> list[tuple[list[dict], list[dict]]]:
-    """(manifests, tokens they reference) for every KubernetesManifest in the template."""
-    applied = []
-    for resource in template_json["Resources"].values():
-        if resource["Type"] != "Custom::AWSCDK-EKS-KubernetesResource":
-            continue
-        manifest = resource["Properties"]["Manifest"]
-        tokens: list[dict] = []
-        applied.append((json.loads(resolved(manifest, tokens)), tokens))
-    return applied
-
 
 @pytest.fixture(scope="module", params=EKS_KUBERNETES_VERSIONS)
 def stack_for_version(request):
@@ -80,28 +41,36 @@ def test_every_applied_manifest_is_valid_for_the_pinned_version(stack_for_versio
             kinds.append(manifest["kind"])
     assert sorted(kinds) == [
         "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap", "DaemonSet",
-        "Namespace", "PersistentVolume", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount",
-        "ServiceAccount",
+        "DaemonSet", "Namespace", "PersistentVolume", "PersistentVolumeClaim", "Role", "RoleBinding",
+        "ServiceAccount", "ServiceAccount", "ServiceAccount",
     ]
-
-
-def handover_plan(outdir) -> dict:
-    """The plan.json the stack bundled with the handover's functions."""
-    (path,) = {p.read_text(): p for p in outdir.glob("asset.*/handover_handler/plan.json")}.values()
-    return json.loads(path.read_text())
 
 
 def test_the_cluster_test_job_the_handover_creates_is_valid_for_the_pinned_version(stack_for_version):
     from trn_constructs.handover.handler.kubernetes import render_job
 
     version, _, _, outdir = stack_for_version
-    template = handover_plan(outdir)["kubernetes"]["job"]
+    template = bundled_plan(outdir)["kubernetes"]["job"]
     job = render_job(template, {"run_id": "deploy-0123", "nodes": "4", "not_after": "2026-12-10T12:25:00Z",
                                 "bucket": "trnclusterstackinfra-burninreports-0123"}, 4)
     assert kubernetes_validate.validate(job, version, strict=True) == version
     assert job["metadata"]["name"] == "trn-kit-allreduce-deploy-0123"
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (4, 4)
     assert "{{" not in json.dumps(job)
+
+
+def test_no_pod_of_the_kit_asks_for_the_neuron_scheduler_extension(stack_for_version):
+    # The Neuron chart's scheduler extension is off (its kube-scheduler v1.31 is outside the skew
+    # of a 1.34/1.35 control plane): every pod the kit applies uses the default scheduler.
+    _, _, template_json, _ = stack_for_version
+    pod_specs = [
+        manifest["spec"]["template"]["spec"]
+        for manifests, _ in applied_manifests(template_json)
+        for manifest in manifests
+        if manifest["kind"] in ("DaemonSet", "Job")
+    ]
+    assert pod_specs
+    assert [spec.get("schedulerName") for spec in pod_specs] == [None] * len(pod_specs)
 
 
 def shared_storage(template_json: dict) -> tuple[list[dict], list[dict]]:

@@ -244,6 +244,8 @@ def test_launch_template_requires_imdsv2_with_a_pod_hop_and_a_large_encrypted_ro
             "Ebs": {"VolumeSize": 512, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
         }
     ]
+    # The catalog's figure, the one the Slurm head and compute nodes get too.
+    assert CATALOG["trn3-gen1"].root_volume_gib == 512
 
 
 EFA_CASES = {
@@ -367,7 +369,8 @@ def test_neuron_chart_is_pinned_and_runs_its_daemons_on_tainted_trainium_nodes(t
     assert {"key": BURN_IN_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in values[
         "devicePlugin"
     ]["tolerations"]
-    assert values["scheduler"] == {"enabled": True}
+    # Its kube-scheduler v1.31 would be outside the skew policy of a 1.34/1.35 control plane.
+    assert values["scheduler"] == {"enabled": False}
     assert values["npd"] == {"enabled": True, "nodeRecovery": {"enabled": True}}
 
 
@@ -396,8 +399,45 @@ def test_eks_addons_are_pinned(template):
     assert addons == {
         "eks-pod-identity-agent": "v1.4.0-eksbuild.1",
         "aws-fsx-csi-driver": "v1.7.0-eksbuild.1",
+        "eks-node-monitoring-agent": "v1.6.4-eksbuild.1",
         "amazon-cloudwatch-observability": "v6.4.0-eksbuild.1",
     }
+
+
+def test_auto_repair_sees_the_node_monitoring_agents_conditions(template):
+    # Without the agent, auto repair acts on the kubelet's Ready alone; with it, also on
+    # AcceleratedHardwareReady (the Neuron errors the burn-in fails a node on) and NetworkingReady.
+    agent = only(template, "AWS::EKS::Addon", {"AddonName": "eks-node-monitoring-agent"})
+    assert "ServiceAccountRoleArn" not in agent["Properties"]  # it needs no AWS permissions
+    assert "ConfigurationValues" not in agent["Properties"]  # its chart tolerates every taint
+    assert trainium_nodegroup(template)["Properties"]["NodeRepairConfig"] == {"Enabled": True}
+
+
+def neuron_monitor_instance_types(template) -> list[str]:
+    addon = only(template, "AWS::EKS::Addon", {"AddonName": "amazon-cloudwatch-observability"})
+    configuration = json.loads(addon["Properties"]["ConfigurationValues"])
+    affinity = configuration["neuronMonitor"]["affinity"]["nodeAffinity"]
+    (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    (expression,) = term["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == ("node.kubernetes.io/instance-type", "In")
+    assert list(configuration) == ["neuronMonitor"]
+    return expression["values"]
+
+
+def test_neuron_metrics_cover_every_catalog_instance_type(template):
+    # The add-on's own list (chart 6.4.0) has no Trainium3 name.
+    assert neuron_monitor_instance_types(template) == sorted(
+        spec.instance_type for spec in CATALOG.values()
+    )
+
+
+def test_neuron_metrics_follow_a_renamed_instance_type():
+    renamed = synth(
+        **VARIANTS["eks"],
+        catalogOverrides={"trn3-gen1": {"instanceType": "trn3u.48xlarge"}},
+        instanceType="trn3u.48xlarge",
+    )
+    assert "trn3u.48xlarge" in neuron_monitor_instance_types(renamed.template)
 
 
 def test_addons_and_charts_wait_for_the_system_nodes(template):

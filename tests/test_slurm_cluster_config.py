@@ -36,6 +36,7 @@ def example_spec(instance_type: str, instance_count: int) -> ClusterSpec:
             security_group_ids=("sg-0123456789abcdef0",),
             ssh_allowed_sources="pl-0123456789abcdef0",
             policy_arns=("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",),
+            root_volume_gib=512,
         ),
         queue=TrainiumQueueSpec(
             instance_type=instance_type,
@@ -45,6 +46,7 @@ def example_spec(instance_type: str, instance_count: int) -> ClusterSpec:
             security_group_ids=("sg-0123456789abcdef0", "sg-0123456789abcdef1"),
             ami="ami-0123456789abcdef0",
             policy_arns=(),
+            root_volume_gib=512,
         ),
         file_system_id="fs-0123456789abcdef0",
         mount_dir="/fsx",

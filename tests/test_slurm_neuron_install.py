@@ -39,6 +39,17 @@ def stack_args(default_stack) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def head_node_args(default_stack) -> list[str]:
+    """The head node's OnNodeConfigured arguments: the same pins without the driver."""
+    (cluster,) = [
+        resource for resource in default_stack.template_json["Resources"].values()
+        if resource["Type"] == "Custom::PclusterCluster"
+    ]
+    _, install = cluster["Properties"]["ClusterConfiguration"]["HeadNode"]["CustomActions"]["OnNodeConfigured"]["Sequence"]
+    return install["Args"]
+
+
+@pytest.fixture(scope="module")
 def pinned_venv(tmp_path_factory) -> Path:
     """A venv whose metadata lists every pinned Python package at its pin."""
     path = tmp_path_factory.mktemp("venv") / "aws_neuronx_venv_trn_kit"
@@ -213,3 +224,16 @@ def test_bad_arguments_exit_2_before_touching_anything(node, args, change, messa
     assert result.returncode == 2
     assert message in result.stderr
     assert node.calls == []
+
+
+def test_the_head_node_needs_no_driver_and_checks_none(node, head_node_args, pinned_venv):
+    # A head node (no Neuron devices, no driver, no driver package) is at its pins.
+    node.deb("aws-neuronx-dkms", None)
+    node.driver(None)
+    moved = list(head_node_args)
+    moved[moved.index("--venv") + 1] = str(pinned_venv)
+    result = node.run("--check", *moved)
+    assert result.returncode == 0, result.stderr
+    assert "aws-neuronx-dkms" not in result.stderr and "neuron driver" not in result.stderr
+    assert node.run(*moved).returncode == 0
+    assert node.calls == []  # nothing installed, no modprobe

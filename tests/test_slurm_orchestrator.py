@@ -12,6 +12,7 @@ from aws_cdk.assertions import Match, Template
 
 from stacks.infra_stack import TrnClusterInfraStack
 from tests.conftest import context_with, synth, synth_variant
+from trn_burnin.catalog import find_by_instance_type
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import parse_config
 from trn_constructs.image import ImageVersions
@@ -99,7 +100,19 @@ def test_queue_fills_the_capacity_block_with_efa_and_no_placement_group(template
         ],
         "PlacementGroup": {"Enabled": False},
     }
-    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"] == {"Encrypted": True}
+    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"]["Encrypted"] is True
+
+
+def test_head_and_compute_root_volumes_are_the_catalogs_like_the_eks_launch_template(configuration):
+    """The catalog field the EKS Trainium launch template uses, on the head node too: /home is NFS
+    from its root volume. At least the 512 GB the Neuron setup guides ask for."""
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    (resource,) = queue["ComputeResources"]
+    size = find_by_instance_type(resource["InstanceType"]).root_volume_gib
+    assert size >= 512
+    root = {"Size": size, "Encrypted": True}
+    assert queue["ComputeSettings"]["LocalStorage"]["RootVolume"] == root
+    assert configuration["HeadNode"]["LocalStorage"]["RootVolume"] == root
 
 
 def test_every_node_boots_parallelclusters_official_ami(configuration):
@@ -165,11 +178,12 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
     }
     assert head["Imds"] == {"Secured": True}
     assert configuration["Imds"] == {"ImdsSupport": "v2.0"}
-    assert head["LocalStorage"]["RootVolume"] == {"Encrypted": True}
+    assert head["LocalStorage"]["RootVolume"]["Encrypted"] is True
     # No key pair, and SSH allowed only from an empty prefix list: port 22 is closed.
     prefix_list = logical_id(template, "AWS::EC2::PrefixList", "SlurmSshAllowList")
     assert head["Ssh"] == {"AllowedIps": {"Fn::GetAtt": [prefix_list, "PrefixListId"]}}
     template.has_resource_properties("AWS::EC2::PrefixList", {"Entries": [], "MaxEntries": 1})
+    cluster_test_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmClusterTestHeadNodePolicy")
     assert head["Iam"]["AdditionalIamPolicies"] == [
         {
             "Policy": {
@@ -182,15 +196,31 @@ def test_head_node_is_private_imdsv2_encrypted_and_reached_by_ssm(template, conf
                     ],
                 ]
             }
-        }
+        },
+        # The gate's cluster all-reduce runs on the head node (nccom-test's slurm mode).
+        {"Policy": {"Ref": cluster_test_policy}},
     ]
 
 
-def test_head_node_keeps_quarantined_nodes_from_clustermgtd(template, configuration):
+def test_head_node_keeps_quarantined_nodes_from_clustermgtd_and_gets_the_neuron_tools(configuration):
+    """nccom-test's slurm mode is invoked from the head node (Neuron docs): it gets the compute
+    nodes' Neuron pins, all but the driver (it has no Neuron devices), once it is configured; and
+    clustermgtd keeps the nodes the burn-in drains (node/keep_quarantined_nodes.sh)."""
+    (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    start = queue["CustomActions"]["OnNodeStart"]
     actions = configuration["HeadNode"]["CustomActions"]
     assert actions["OnNodeConfigured"] == actions["OnNodeUpdated"]
-    assert actions["OnNodeConfigured"]["Script"].endswith(".sh")
-    assert "Args" not in actions["OnNodeConfigured"]
+    keep, configured = actions["OnNodeConfigured"]["Sequence"]
+    assert keep["Script"].endswith(".sh") and "Args" not in keep
+    assert configured["Script"] == start["Script"]
+    versions = ImageVersions.load()
+    assert configured["Args"] == list(neuron_install(versions, driver=False).args)
+    driver = start["Args"].index(f"aws-neuronx-dkms={versions.neuron_packages['aws-neuronx-dkms']}")
+    assert configured["Args"] == start["Args"][: driver - 1] + start["Args"][driver + 1:]
+    debs = [configured["Args"][i + 1] for i, arg in enumerate(configured["Args"]) if arg == "--deb"]
+    assert [deb.split("=")[0] for deb in debs] == [
+        "aws-neuronx-runtime-lib", "aws-neuronx-collectives", "aws-neuronx-tools"
+    ]
 
 
 def test_bootstrap_timeouts_come_from_the_timeline(configuration):
@@ -208,6 +238,7 @@ def test_bootstrap_timeouts_come_from_the_timeline(configuration):
 
 def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuration):
     (queue,) = configuration["Scheduling"]["SlurmQueues"]
+    assert "OnNodeStart" not in configuration["HeadNode"]["CustomActions"]
     shipper, action = queue["CustomActions"]["OnNodeConfigured"]["Sequence"]
     # Metrics start shipping first, so they flow while the burn-in runs.
     assert shipper["Script"].endswith(".py") and shipper["Args"][0] == "install"
@@ -260,13 +291,20 @@ def test_outputs_name_the_cluster_and_how_to_connect(template):
     head_node = {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
     template.has_output("SlurmClusterName", {"Value": "TrnClusterStack-slurm"})
     template.has_output("SlurmHeadNodeInstanceId", {"Value": head_node})
+    # A shell as the cluster's default user, who exists on every node: jobs it submits run on the
+    # compute nodes. Session Manager's ssm-user exists only on the head node.
     template.has_output(
         "SlurmConnectCommand",
         {
             "Value": {
                 "Fn::Join": [
                     "",
-                    ["aws ssm start-session --target ", head_node, " --region us-east-2"],
+                    [
+                        "aws ssm start-session --target ",
+                        head_node,
+                        " --region us-east-2 --document-name AWS-StartInteractiveCommand "
+                        '--parameters command="sudo su - ubuntu"',
+                    ],
                 ]
             }
         },
@@ -290,6 +328,9 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
     telemetry_policy = {
         "Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "TelemetryNodePolicy")
     }
+    cluster_test_policy = {
+        "Ref": logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmClusterTestHeadNodePolicy")
+    }
     assert queue["Iam"]["AdditionalIamPolicies"] == [
         {"Policy": POLICY}, {"Policy": burn_in_policy}, {"Policy": telemetry_policy}
     ]
@@ -308,7 +349,9 @@ def test_extra_policies_reach_the_nodes_and_the_provider_may_attach_them():
                         "Effect": "Allow",
                         "Condition": {
                             "ArnEquals": {
-                                "iam:PolicyARN": [POLICY, burn_in_policy, telemetry_policy]
+                                "iam:PolicyARN": [
+                                    POLICY, cluster_test_policy, burn_in_policy, telemetry_policy
+                                ]
                             }
                         },
                         "Resource": "arn:aws:iam::123456789012:role/parallelcluster/*",

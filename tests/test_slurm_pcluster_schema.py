@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
+
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, synth
 from tests.test_slurm_cluster_config import BURN_IN, NEURON, example_spec, with_actions
 from trn_burnin.catalog import CATALOG
+from trn_constructs.slurm import cluster_config as cluster_config_module
 from trn_constructs.slurm.cluster_config import (
+    CLUSTER_USER,
     NODE_OS,
     OFFICIAL_IMAGE_NAME_PATTERN,
     PCLUSTER_VERSION,
@@ -142,6 +147,21 @@ def test_the_schema_is_the_pinned_parallelcluster_version(pcluster_report):
     )
 
 
+def test_every_stated_bootstrap_timeout_default_is_parallelclusters_own(pcluster_report):
+    """README and the cluster configuration's comment state pcluster's default, in seconds and
+    minutes; it must be the one in the pinned version's pcluster/constants.py."""
+    default = pcluster_report["node_bootstrap_timeout_seconds"]
+    for path in (REPO / "README.md", Path(cluster_config_module.__file__)):
+        text = " ".join(path.read_text().replace("#", " ").split())
+        stated = re.findall(r"default bootstrap timeout, (\d+) s \((\d+) minutes", text)
+        assert stated, f"{path.name} states no default bootstrap timeout"
+        assert set(stated) == {(str(default), str(default // 60))}, path.name
+
+
+def test_the_connect_command_user_is_parallelclusters_default_user_of_the_node_os(pcluster_report):
+    assert CLUSTER_USER == pcluster_report["default_user"]
+
+
 def test_the_image_pipeline_looks_up_the_ami_parallelcluster_itself_would_use(pcluster_report):
     assert OFFICIAL_IMAGE_NAME_PATTERN == pcluster_report["official_image_name_prefix"] + "*"
 
@@ -158,11 +178,26 @@ def test_parallelcluster_accepts_the_configuration(pcluster_report, label):
 
 
 def test_the_check_rejects_what_parallelcluster_rejects():
-    """The check is live: Min != Max on a Capacity Block queue, and an OS pcluster dropped, fail."""
+    """The check is live: Min != Max on a Capacity Block queue, an OS pcluster dropped, a root
+    volume smaller than the AMI's and one larger than gp3 allows, fail."""
     counts = cluster_configuration(example_spec("trn2.48xlarge", 2))
     counts["Scheduling"]["SlurmQueues"][0]["ComputeResources"][0]["MinCount"] = 1
     old_os = cluster_configuration(example_spec("trn2.48xlarge", 2))
     old_os["Image"]["Os"] = "ubuntu2004"
-    results = run_validator([_request("counts", counts), _request("os", old_os)])["results"]
+    small = cluster_configuration(example_spec("trn2.48xlarge", 2))
+    small["HeadNode"]["LocalStorage"]["RootVolume"]["Size"] = 20
+    huge = cluster_configuration(example_spec("trn2.48xlarge", 2))
+    huge["Scheduling"]["SlurmQueues"][0]["ComputeSettings"]["LocalStorage"]["RootVolume"]["Size"] = 20000
+    results = run_validator([
+        _request("counts", counts), _request("os", old_os), _request("small", small),
+        _request("huge", huge),
+    ])["results"]
     assert any("same value of min count" in error for error in results["counts"]["errors"])
     assert any(error.startswith("schema:") and "Os" in error for error in results["os"]["errors"])
+    assert results["small"]["errors"] == [
+        "RootVolumeSizeValidator: Root volume size 20 GiB must be equal or greater than the volume "
+        "size of the AMI: 45 GiB."
+    ]
+    assert results["huge"]["errors"] == [
+        "EbsVolumeTypeSizeValidator: The size of gp3 volumes can not exceed 16384 GiB."
+    ]

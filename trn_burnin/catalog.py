@@ -141,6 +141,10 @@ class InstanceSpec:
     vcpus: int
     memory_gib: int
     core: NeuronCoreGeneration
+    # Root volume of a node, on every orchestrator: the Neuron setup guides ask for a primary EBS
+    # volume of at least 512 GB on Trainium instances (compiler cache, framework environments,
+    # containers of tens of GiB each).
+    root_volume_gib: int = 512
     uncertain: tuple[str, ...] = ()
 
     @property

@@ -1,9 +1,12 @@
 """Cluster all-reduce: plan, run and judge one ``nccom-test`` across every passed node over EFA.
 
 The handover gate's second stage runs ``python -m trn_burnin cluster-test`` after every node passed
-its own burn-in. Where nccom-test finds its nodes is a placement: inside a Slurm job's allocation
-(``--slurm-mode --slurm-job-id``), or on named hosts it reaches over passwordless root SSH
-(``--hosts``; on Kubernetes the pods meet first, see trn_burnin.rendezvous). Either way there is
+its own burn-in. Where nccom-test finds its nodes is a placement: a Slurm allocation, with
+nccom-test invoked from the head node as the Neuron docs have it for slurm mode
+(``--slurm-mode --slurm-job-id``: it runs neuron-bench on the allocation's nodes through srun), or
+named hosts it reaches over passwordless root SSH (``--hosts``; on Kubernetes the pods meet first,
+see trn_burnin.rendezvous). Every rank runs with libfabric's EFA provider and device RDMA
+(``EFA_ENVIRONMENT``). Either way there is
 one rank per logical NeuronCore of every node, so ranks are nodes x the catalog's logical cores per
 instance; the logical-core size is pinned to the catalog's default so that count holds whatever the
 node's environment says.
@@ -39,8 +42,14 @@ GIB = 1024 * MIB
 OPERATION = "all_reduce"
 NCCOM_TEST = Path("/opt/aws/neuron/bin/nccom-test")  # installed by aws-neuronx-tools
 LOGICAL_CORE_ENV = "NEURON_LOGICAL_NC_CONFIG"
+# What Neuron's multi-node setup guide (aws-neuron-sdk frameworks/torch/torch-neuronx/
+# setup-trn1-multi-node-execution.rst) has every process of a collective set, as the peers'
+# nccom-test jobs do. Not FI_EFA_FORK_SAFE: the guide and the runtime troubleshooting page need it
+# only on kernels before 5.15 (Amazon Linux 2); the kit's nodes run Ubuntu 24.04 and AL2023.
+EFA_ENVIRONMENT = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"}
 DEFAULT_MIN_BUS_BANDWIDTH_FRACTION = 0.25
-# The gate gives the whole Slurm job 8 minutes; stop nccom-test in time to still write a verdict.
+# The gate gives the whole Slurm allocation 8 minutes; stop nccom-test in time to still write a
+# verdict.
 NCCOM_TIMEOUT_S = 360
 OUTPUT_TAIL_LINES = 3  # of nccom-test's output, quoted in a failure
 SCHEMA_VERSION = 1
@@ -87,7 +96,7 @@ class AllReducePlan:
 
     @property
     def environment(self) -> dict[str, str]:
-        return {LOGICAL_CORE_ENV: str(self.logical_core_size)}
+        return {LOGICAL_CORE_ENV: str(self.logical_core_size), **EFA_ENVIRONMENT}
 
     def argv(self, placement: "Placement", json_path: Path, binary: str) -> list[str]:
         # --check all_ones: each output must equal the rank count. The default "random" check
@@ -113,7 +122,8 @@ class Placement(Protocol):
 
 @dataclass(frozen=True)
 class SlurmPlacement:
-    """Inside a Slurm job's allocation; nccom-test asks Slurm for the nodes."""
+    """A Slurm allocation, nccom-test on the head node: it starts neuron-bench on the allocation's
+    nodes with srun, which passes its environment on."""
 
     job_id: str
 

@@ -23,9 +23,9 @@ and its verdict to fit before it; the other pods wait for the key no longer and 
 until then, however late pod 0 started.
 
 Each pod runs an sshd of its own configuration (the image's /etc/ssh/sshd_config is left alone),
-which hands sessions the container's PATH and LD_LIBRARY_PATH: sshd does not pass on the
-environment a container starts with, and nccom-test's remote side needs the Neuron tools and the
-EFA and MPI libraries. The launcher's ssh client skips host key checks through its own
+which hands sessions the container's PATH and LD_LIBRARY_PATH and the EFA environment the Job sets:
+sshd does not pass on the environment a container starts with, and nccom-test's remote side needs
+the Neuron tools, the EFA and MPI libraries, and libfabric's EFA provider with device RDMA. The launcher's ssh client skips host key checks through its own
 ``~/.ssh/config`` (SSH_CLIENT_CONFIG), not the image's, since nccom-test's mpirun runs plain ssh.
 """
 
@@ -44,7 +44,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
-from trn_burnin.collective import NCCOM_TIMEOUT_S, HostsPlacement
+from trn_burnin.collective import EFA_ENVIRONMENT, NCCOM_TIMEOUT_S, HostsPlacement
 from trn_burnin.publish import ClientFactory, parse_s3_uri, put_s3_object
 
 LAUNCHER_KEY_NAME = "launcher.pub"
@@ -76,7 +76,7 @@ Host *
     LogLevel ERROR
 """
 # What nccom-test's remote side needs from the container's environment (see the module docstring).
-SESSION_VARIABLES = ("PATH", "LD_LIBRARY_PATH")
+SESSION_VARIABLES = ("PATH", "LD_LIBRARY_PATH", *EFA_ENVIRONMENT)
 
 T = TypeVar("T")
 

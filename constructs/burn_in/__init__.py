@@ -28,6 +28,8 @@ CLUSTER_TEST_PREFIX = "cluster-test/"
 HANDOVER_PREFIX = "handover/"  # the handover's ledger and verdicts
 # Written by the bootstrap on every node: runs the unpacked trn_burnin with the Neuron interpreter.
 NODE_LAUNCHER = "/opt/trn-kit/bin/trn-burnin"
+# Where the handover's command on the Slurm head node puts the bootstrap, fresh for every run.
+HEAD_NODE_BOOTSTRAP = "/opt/trn-kit/trn_burnin_bootstrap.py"
 
 
 class BurnInArtifacts(Construct):
@@ -70,21 +72,19 @@ class BurnInArtifacts(Construct):
     def reports_uri(self) -> str:
         return f"s3://{self.bucket.bucket_name}/{self.reports_prefix}"
 
-    def node_statements(self, *, cluster_test: bool) -> list[iam.PolicyStatement]:
-        """Read the package and bootstrap, write reports (and the cluster test's result), publish
-        burn-in metrics; nothing more."""
-        written = (self.reports_prefix, *([self.cluster_test_prefix] if cluster_test else []))
+    def _read_package_and_bootstrap(self) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            actions=["s3:GetObject"],
+            resources=[asset.bucket.arn_for_objects(asset.s3_object_key) for asset in (self.package, self.bootstrap)],
+        )
+
+    def node_statements(self) -> list[iam.PolicyStatement]:
+        """Read the package and bootstrap, write reports, publish burn-in metrics; nothing more."""
         return [
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    asset.bucket.arn_for_objects(asset.s3_object_key)
-                    for asset in (self.package, self.bootstrap)
-                ],
-            ),
+            self._read_package_and_bootstrap(),
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
-                resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in written],
+                resources=[self.bucket.arn_for_objects(f"{self.reports_prefix}*")],
             ),
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
@@ -92,6 +92,24 @@ class BurnInArtifacts(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": DEFAULT_NAMESPACE}},
             ),
         ]
+
+    def head_node_statements(self) -> list[iam.PolicyStatement]:
+        """The Slurm head node, which runs the handover's cluster all-reduce: read the package and
+        bootstrap, write the result under the cluster-test prefix; nothing more."""
+        return [
+            self._read_package_and_bootstrap(),
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
+            ),
+        ]
+
+    def acknowledge_head_node_policy(self, policy: IConstruct) -> None:
+        acknowledge(
+            policy,
+            arn_finding(self.bucket, f"/{self.cluster_test_prefix}*"),
+            "The head node writes the cluster all-reduce's result under a key the handover chooses per run",
+        )
 
     def handover_policy(self) -> iam.ManagedPolicy:
         """What the handover may do in the bucket: read every report, keep its ledger and verdicts,
@@ -150,19 +168,12 @@ class BurnInArtifacts(Construct):
             *self.cluster_test_folder_statements(["s3:GetObject", "s3:PutObject"]),
         ]
 
-    def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
+    def acknowledge_node_policy(self, policy: IConstruct) -> None:
         acknowledge(
             policy,
             arn_finding(self.bucket, f"/{self.reports_prefix}*"),
             "Each node writes one report per run under the reports prefix, named by instance id",
         )
-        if cluster_test:
-            acknowledge(
-                policy,
-                arn_finding(self.bucket, f"/{self.cluster_test_prefix}*"),
-                "The first node of the cluster all-reduce writes its result under a key the gate "
-                "chooses per deployment request",
-            )
         acknowledge(
             policy,
             "AwsSolutions-IAM5[Resource::*]",

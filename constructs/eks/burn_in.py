@@ -12,6 +12,7 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from trn_burnin.collective import EFA_ENVIRONMENT
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
 from trn_constructs.eks.identity import associate, pod_identity_role
@@ -21,8 +22,11 @@ from trn_constructs.burn_in import BOOTSTRAP_SCRIPT, BurnInArtifacts, cluster_te
 
 NAMESPACE = "trn-kit-burn-in"
 SERVICE_ACCOUNT = "burn-in"
+# The boot check's: the same Node operations, no AWS role.
+BOOT_CHECK_SERVICE_ACCOUNT = "burn-in-boot-check"
 # The verdict label the bootstrap sets (trn_burnin_bootstrap.LABEL_KEY); nodes carrying it are
-# done, so the DaemonSet's affinity lets the controller remove the pod and free the devices.
+# done, so the DaemonSet's affinity lets the controller remove the pod and free the devices. The
+# boot check removes it from a rebooted node, which brings the pod back.
 VERDICT_LABEL = LABEL_PREFIX + "burn-in"
 # Pinned Neuron Deep Learning Container from public ECR: Python 3.12 with nki, numpy and
 # aws-neuronx-tools (neuron-ls), built for trn1/trn2/trn3; no image build at deploy time.
@@ -56,16 +60,20 @@ def burn_in_manifests(
     bootstrap_source: str,
     package_url: str,
 ) -> list[dict[str, Any]]:
-    """Namespace, service account, the node-only RBAC, the bootstrap and the DaemonSet."""
+    """Namespace, service accounts, the node-only RBAC, the bootstrap, the burn-in DaemonSet and
+    the boot check DaemonSet."""
     labels = {"app.kubernetes.io/name": "trn-kit-burn-in"}
     instance_label = {LABEL_PREFIX + "instance-type": capacity.instance_type}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
-        },
+        *(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+            }
+            for name in (SERVICE_ACCOUNT, BOOT_CHECK_SERVICE_ACCOUNT)
+        ),
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
@@ -87,7 +95,8 @@ def burn_in_manifests(
                 "name": "trn-kit-burn-in",
             },
             "subjects": [
-                {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}
+                {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+                for name in (SERVICE_ACCOUNT, BOOT_CHECK_SERVICE_ACCOUNT)
             ],
         },
         {
@@ -153,7 +162,55 @@ def burn_in_manifests(
                 },
             },
         },
+        boot_check_daemon_set(instance_label),
     ]  # fmt: skip
+
+
+def boot_check_daemon_set(instance_label: dict[str, str]) -> dict[str, Any]:
+    """One small pod on every Trainium node that, each time the node boots, forgets a burn-in
+    verdict of an earlier boot (trn_burnin_bootstrap --check-boot).
+
+    EKS auto repair replaces a node whose Neuron hardware failed (a new Node: it registers with
+    the taint and no verdict) but may reboot one for other reasons; so may anyone. A rebooted
+    instance keeps its Node object, labels and taints, so a node that passed would take work
+    untested and one that failed would stay quarantined untested. The kubelet restarts this
+    pod's container after a reboot; the check then taints the node again and removes the verdict,
+    and the burn-in DaemonSet runs on it again. A check that cannot reach the API exits non-zero,
+    and the kubelet retries it. It holds no devices and has no AWS role.
+    """
+    labels = {"app.kubernetes.io/name": "trn-kit-burn-in-boot-check"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "trn-kit-burn-in-boot-check", "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **SIGNALS_REACH_THE_CONTAINER,
+                    "serviceAccountName": BOOT_CHECK_SERVICE_ACCOUNT,
+                    "nodeSelector": instance_label,
+                    "tolerations": [BURN_IN_TOLERATION],
+                    "containers": [{
+                        "name": "boot-check",
+                        # The burn-in's image: already on the node, and it has Python.
+                        "image": BURN_IN_IMAGE,
+                        "command": [
+                            "/bin/sh", "-c",
+                            f'python3 {BOOTSTRAP_MOUNT}/{BOOTSTRAP_SCRIPT.name} "$@" && exec sleep infinity',
+                            "boot-check",
+                        ],
+                        "args": ["--kubernetes-node", "$(NODE_NAME)", "--check-boot"],
+                        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                        "securityContext": {"allowPrivilegeEscalation": False},
+                        "volumeMounts": [BOOTSTRAP_VOLUME_MOUNT],
+                    }],
+                    "volumes": [BOOTSTRAP_VOLUME],
+                },
+            },
+        },
+    }  # fmt: skip
 
 
 def service_account_role(
@@ -196,9 +253,9 @@ class EksBurnIn(Construct):
             cluster,
             SERVICE_ACCOUNT,
             "Burn-in pods: read the burn-in package, write reports and metrics",
-            artifacts.node_statements(cluster_test=False),
+            artifacts.node_statements(),
         )
-        artifacts.acknowledge_node_policy(role, cluster_test=False)
+        artifacts.acknowledge_node_policy(role)
         test_scope = Construct(self, "ClusterTest")
         test_role, test_association = service_account_role(
             test_scope,
@@ -294,6 +351,8 @@ def cluster_test_job(*, artifacts: BurnInArtifacts, capacity: CapacityTarget, bu
                                 "metadata.annotations['batch.kubernetes.io/job-completion-index']"
                             )}}},
                             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                            # For every rank, here and (through each pod's sshd) remote.
+                            *({"name": name, "value": value} for name, value in EFA_ENVIRONMENT.items()),
                         ],
                         "resources": {"limits": {
                             "aws.amazon.com/neuron": str(instance.chips_per_instance),

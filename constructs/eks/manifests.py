@@ -3,7 +3,7 @@ can validate them against the Kubernetes OpenAPI schema without synthesizing a s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from trn_constructs.eks.scheduling import BURN_IN_TOLERATION
 
@@ -60,8 +60,8 @@ def shared_storage_manifests(
 
 
 def neuron_chart_values(instance_type: str) -> dict[str, Any]:
-    """Values for the Neuron Helm chart: device plugin, scheduler extension, node problem detector
-    with node recovery, all restricted to the cluster's Trainium instance type."""
+    """Values for the Neuron Helm chart: device plugin and node problem detector with node recovery,
+    restricted to the cluster's Trainium instance type; the scheduler extension off."""
     return {
         # The chart's daemons select nodes by this list; it must name the configured (possibly
         # overridden) instance type or they never run on our nodes.
@@ -74,7 +74,12 @@ def neuron_chart_values(instance_type: str) -> dict[str, Any]:
                 BURN_IN_TOLERATION,
             ]
         },
-        "scheduler": {"enabled": True},
+        # Off: chart 1.9.0 runs it as a second kube-scheduler v1.31 ("my-scheduler"), three minors
+        # behind a 1.34/1.35 control plane and outside Kubernetes' version skew policy, and it
+        # places only pods that set schedulerName, which no pod of the kit does (every pod takes
+        # a node's devices whole). Turn it back on only with its kube-scheduler image matched to
+        # the control plane (scheduler.customScheduler.image.tag).
+        "scheduler": {"enabled": False},
         # The node problem detector already tolerates every NoSchedule taint.
         "npd": {"enabled": True, "nodeRecovery": {"enabled": True}},
     }
@@ -86,3 +91,30 @@ def efa_chart_values(instance_type: str) -> dict[str, Any]:
         "supportedInstanceLabels": {"keys": [INSTANCE_TYPE_LABEL], "values": [instance_type]},
         "tolerations": [BURN_IN_TOLERATION],
     }
+
+
+def observability_configuration(instance_types: Iterable[str]) -> dict[str, Any]:
+    """Configuration values of the CloudWatch Observability add-on: neuron-monitor, and so the
+    Neuron metrics, on nodes of every one of ``instance_types``.
+
+    The add-on runs neuron-monitor only on the instance types its ``neuronMonitor.affinity``
+    lists, and chart 6.4.0's list stops at trn2u.48xlarge. Helm replaces lists, so this one is
+    the whole match. The add-on's default tolerations (every taint) stay.
+    """
+    return {
+        "neuronMonitor": {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{
+                            "matchExpressions": [{
+                                "key": INSTANCE_TYPE_LABEL,
+                                "operator": "In",
+                                "values": sorted(set(instance_types)),
+                            }]
+                        }]
+                    }
+                }
+            }
+        }
+    }  # fmt: skip

@@ -26,9 +26,7 @@ from trn_constructs.network import Network
 
 # Fixed, so the handover's permissions can name it before the node group exists.
 TRAINIUM_NODEGROUP_NAME = "trainium"
-# Neuron containers (framework, compiler cache, runtime) run to tens of GiB each.
-TRAINIUM_ROOT_VOLUME_GIB = 512
-SYSTEM_ROOT_VOLUME_GIB = 100
+SYSTEM_ROOT_VOLUME_GIB = 100  # Trainium nodes take theirs from the catalog (root_volume_gib)
 ROOT_DEVICE_NAME = "/dev/xvda"  # AL2023 EKS AMIs
 # IMDSv2 only; 2 hops so pods (one network hop behind the node) still reach instance metadata.
 IMDS_HOP_LIMIT = 2
@@ -290,7 +288,7 @@ class ClusterNodes(Construct):
                 ),
                 network_interfaces=interfaces,
                 metadata_options=_metadata_options(),
-                block_device_mappings=[_root_volume(TRAINIUM_ROOT_VOLUME_GIB)],
+                block_device_mappings=[_root_volume(instance.root_volume_gib)],
                 image_id=image[0] if image else None,
                 user_data=image[1] if image else None,
             ),

@@ -15,6 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct
 
+from trn_burnin.catalog import CATALOG
 from trn_constructs.burn_in import BurnInArtifacts
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import ClusterConfig
@@ -30,6 +31,7 @@ from trn_constructs.eks.manifests import (
     SHARED_VOLUME_NAME,
     efa_chart_values,
     neuron_chart_values,
+    observability_configuration,
     shared_storage_manifests,
 )
 from trn_constructs.eks.nodes import TRAINIUM_NODEGROUP_NAME, ClusterNodes
@@ -81,6 +83,7 @@ class EksOrchestrator(Construct):
         nodes: the node groups (``nodes.trainium_nodegroup``, ``nodes.system_nodegroup``).
         device_plugins: the Neuron and EFA device plugin charts.
         pod_identity_agent: the add-on that hands roles to service accounts.
+        node_monitoring_agent: the add-on whose node conditions node auto repair acts on.
         observability: the CloudWatch Observability add-on (Container Insights); what must exist
             before its agents write (their log groups) is added as its dependency.
         update_kubeconfig_command: the command that points kubectl at the cluster.
@@ -195,6 +198,10 @@ class EksOrchestrator(Construct):
         # Static provisioning only (see _add_shared_storage): the driver makes no AWS calls,
         # so it gets no role.
         self.fsx_csi_driver = self._addon("FsxCsiDriver", "aws-fsx-csi-driver")
+        # The conditions node auto repair acts on besides Ready. A replaced node comes back as a
+        # new, tainted Node and burns in; the burn-in's boot check makes a rebooted one burn in
+        # again too (trn_constructs.validation.eks.boot_check_daemon_set).
+        self.node_monitoring_agent = self._addon("NodeMonitoringAgent", "eks-node-monitoring-agent")
 
         agent_role = pod_identity_role(
             self,
@@ -210,7 +217,15 @@ class EksOrchestrator(Construct):
             "CloudWatchAgentServerPolicy is the policy the CloudWatch Observability add-on documents "
             "for its agent; AWS keeps it in step with the agent's API calls",
         )
-        observability = self._addon("CloudWatchObservability", "amazon-cloudwatch-observability")
+        observability = self._addon(
+            "CloudWatchObservability",
+            "amazon-cloudwatch-observability",
+            # Neuron metrics for every catalog type (Trainium3 names included) and the
+            # configured one, which configuration may have renamed.
+            configuration_values=observability_configuration(
+                [*(spec.instance_type for spec in CATALOG.values()), capacity.instance_type]
+            ),
+        )
         observability.node.add_dependency(
             associate(
                 self,
@@ -254,7 +269,10 @@ class EksOrchestrator(Construct):
             namespace="kube-system",
             values=efa_chart_values(capacity.instance_type),
         )
-        for dependent in (pod_identity_agent, self.fsx_csi_driver, observability, neuron, efa):
+        for dependent in (
+            pod_identity_agent, self.fsx_csi_driver, self.node_monitoring_agent, observability,
+            neuron, efa,
+        ):
             dependent.node.add_dependency(system_nodes)
         # Workloads that claim Neuron devices or EFA interfaces wait for these.
         self.device_plugins = (neuron, efa)
@@ -314,13 +332,16 @@ class EksOrchestrator(Construct):
             kubernetes=KubernetesAccess(cluster_name=self.cluster_name, groups=(HANDOVER_GROUP,)),
         )
 
-    def _addon(self, construct_id: str, name: str) -> eks.Addon:
+    def _addon(
+        self, construct_id: str, name: str, configuration_values: dict | None = None
+    ) -> eks.Addon:
         return eks.Addon(
             self,
             construct_id,
             cluster=self.cluster,
             addon_name=name,
             addon_version=versions.ADDON_VERSIONS[name],
+            configuration_values=configuration_values,
             preserve_on_delete=False,
         )
 

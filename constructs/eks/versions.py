@@ -31,6 +31,16 @@ ADDON_VERSIONS = {
     "eks-pod-identity-agent": "v1.4.0-eksbuild.1",
     # FSx for Lustre CSI driver 1.7.0: static provisioning of the stack's file system.
     "aws-fsx-csi-driver": "v1.7.0-eksbuild.1",
-    # Container Insights with neuron-monitor (accelerated compute metrics) and EFA metrics.
+    # EKS node monitoring agent 1.6.4: without it node auto repair sees only the kubelet's Ready.
+    # It sets AcceleratedHardwareReady=False on the NEURON_HW_ERR kernel lines the burn-in also
+    # fails a node on (DMA, HBM, NeuronCore and SRAM uncorrectable errors; auto repair's action for
+    # them is Replace), and NetworkingReady, KernelReady and the like. Its chart tolerates every
+    # taint, so it watches nodes under the burn-in taint too; it needs no IAM role. Public EKS
+    # tooling records this build for Kubernetes 1.35.
+    "eks-node-monitoring-agent": "v1.6.4-eksbuild.1",
+    # Container Insights with neuron-monitor (accelerated compute metrics) and EFA metrics. Chart
+    # 6.4.0 (aws-observability/helm-charts) runs neuron-monitor only on the types in its
+    # neuronMonitor.affinity (no Trainium3 among them); the kit's configuration values set that
+    # key (per-component affinity since the chart's #183).
     "amazon-cloudwatch-observability": "v6.4.0-eksbuild.1",
 }

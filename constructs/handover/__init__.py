@@ -34,7 +34,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from trn_constructs.burn_in import HANDOVER_PREFIX, NODE_LAUNCHER, BurnInArtifacts, cluster_test_arguments
+from trn_constructs.burn_in import HANDOVER_PREFIX, BurnInArtifacts, cluster_test_arguments
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig, ClusterConfig
 from trn_constructs.findings import acknowledge, acknowledge_provider_framework, arn_finding, wildcard_finding
@@ -59,10 +59,15 @@ def state_parameter_name(stack_name: str) -> str:
 
 @dataclass(frozen=True)
 class ClusterTestPlan:
-    """The all-reduce across the passed nodes; ``command`` None: it does not run, for ``skipped``."""
+    """The all-reduce across the passed nodes: ``trn_burnin cluster-test``'s arguments both
+    orchestrators share (each adds where the nodes are); None: it does not run, for ``skipped``."""
 
-    command: tuple[str, ...] | None
+    arguments: tuple[str, ...] | None
     skipped: str | None = None
+
+    @property
+    def runs(self) -> bool:
+        return self.arguments is not None
 
 
 def cluster_test_plan(config: ClusterConfig, capacity: CapacityTarget, artifacts: BurnInArtifacts) -> ClusterTestPlan:
@@ -70,8 +75,7 @@ def cluster_test_plan(config: ClusterConfig, capacity: CapacityTarget, artifacts
         return ClusterTestPlan(None, "clusterTest is false")
     if capacity.instance_count < 2:
         return ClusterTestPlan(None, "a single node has no inter-node path to test")
-    arguments = cluster_test_arguments(capacity, config.burn_in, Stack.of(artifacts).region)
-    return ClusterTestPlan((NODE_LAUNCHER, "cluster-test", *arguments))
+    return ClusterTestPlan(tuple(cluster_test_arguments(capacity, config.burn_in, Stack.of(artifacts).region)))
 
 
 class Handover(Construct):
@@ -191,8 +195,8 @@ class Handover(Construct):
             "replacement_seconds": budgets.replacement_seconds,
             "report_timeout_seconds": budgets.report_timeout_seconds,
             "cluster_test": (
-                {"command": list(cluster_test.command), "seconds": budgets.cluster_test_minutes * 60}
-                if cluster_test.command else None
+                {"arguments": list(cluster_test.arguments), "seconds": budgets.cluster_test_minutes * 60}
+                if cluster_test.runs else None
             ),
             "cluster_test_skipped": cluster_test.skipped,
             plan.orchestrator if plan.orchestrator == "slurm" else "kubernetes": dict(plan.settings),

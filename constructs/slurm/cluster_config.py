@@ -20,6 +20,10 @@ PCLUSTER_VERSION = (Path(__file__).parent / "parallelcluster-version").read_text
 # ParallelCluster's name for Ubuntu 24.04: every node boots ParallelCluster's official AMI for it
 # (or, for compute nodes, a custom image made from that AMI).
 NODE_OS = "ubuntu2404"
+# ParallelCluster's default OS user on NODE_OS (its OS_MAPPING): it exists on every node, so jobs
+# submitted as it run on the compute nodes. Session Manager's own ssm-user exists only on the
+# instance a session was opened on, the head node.
+CLUSTER_USER = "ubuntu"
 # How ParallelCluster names that AMI (pcluster list-official-images; the tests check the pattern
 # against ParallelCluster's own code): its version, the OS, the architecture (Trainium hosts are
 # x86_64), then a build stamp.
@@ -56,6 +60,7 @@ class NodeSpec:
     subnet_id: str
     security_group_ids: tuple[str, ...]
     policy_arns: tuple[str, ...]
+    root_volume_gib: int
     on_node_start: tuple[CustomAction, ...] = ()
     on_node_configured: tuple[CustomAction, ...] = ()
 
@@ -141,7 +146,8 @@ def cluster_configuration(spec: ClusterSpec) -> dict[str, Any]:
         "Tags": [{"Key": key, "Value": value} for key, value in sorted(spec.tags.items())],
         # From the kit's timeline (trn_constructs.timeline): a compute node boots and configures
         # (its burn-in runs after, in the background); the head node configures itself and, when
-        # the block is active, waits for every static node to be up.
+        # the block is active, waits for every static node to be up. Never below ParallelCluster's
+        # default bootstrap timeout, 2100 s (35 minutes, head and compute alike).
         "DevSettings": {"Timeouts": {
             "HeadNodeBootstrapTimeout": spec.head_node_bootstrap_seconds,
             "ComputeNodeBootstrapTimeout": spec.compute_node_bootstrap_seconds,
@@ -159,7 +165,7 @@ def _head_node(head: HeadNodeSpec) -> dict[str, Any]:
         # No key pair: people connect with Session Manager. ParallelCluster still opens port 22 to
         # AllowedIps (0.0.0.0/0 unless set), so the allowed sources are set explicitly.
         "Ssh": {"AllowedIps": head.ssh_allowed_sources},
-        "LocalStorage": {"RootVolume": {"Encrypted": True}},
+        "LocalStorage": {"RootVolume": {"Size": head.root_volume_gib, "Encrypted": True}},
         "Imds": {"Secured": True},
     }
     node.update(_iam(head))
@@ -188,7 +194,9 @@ def _trainium_queue(queue: TrainiumQueueSpec) -> dict[str, Any]:
             # The block's instances are already placed; a placement group can only fail the launch.
             "PlacementGroup": {"Enabled": False},
         },
-        "ComputeSettings": {"LocalStorage": {"RootVolume": {"Encrypted": True}}},
+        "ComputeSettings": {
+            "LocalStorage": {"RootVolume": {"Size": queue.root_volume_gib, "Encrypted": True}}
+        },
     }
     if queue.ami is not None:
         spec["Image"] = {"CustomAmi": queue.ami}

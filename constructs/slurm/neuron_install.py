@@ -3,6 +3,8 @@
 ParallelCluster boots only its own images, which carry no Neuron software, so the queue's
 OnNodeStart action runs ``node/install_neuron.sh`` with the pins of ami/versions.json. On an image
 that already has them (TrnAmiStack's Slurm image runs the same script at build time) it only checks.
+The head node runs it too, without the driver: it has no Neuron devices, but invokes nccom-test's
+slurm mode for the gate's cluster all-reduce, as the Neuron docs have it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ NEURON_INSTALL_SCRIPT = Path(__file__).resolve().parent / "node" / "install_neur
 NEURON_VENV = "/opt/aws_neuronx_venv_trn_kit"
 
 
-def neuron_install(versions: ImageVersions) -> NodeScript:
-    """The install script with the pinned release as its arguments."""
+DRIVER_PACKAGE = "aws-neuronx-dkms"
+
+
+def neuron_install(versions: ImageVersions, *, driver: bool = True) -> NodeScript:
+    """The install script with the pinned release as its arguments; ``driver=False`` leaves out
+    the Neuron driver (a node without Neuron devices)."""
     args = ["--release", versions.neuron_sdk_release, "--venv", NEURON_VENV]
     for name, version in versions.neuron_packages.items():
-        args += ["--deb", f"{name}={version}"]
+        if driver or name != DRIVER_PACKAGE:
+            args += ["--deb", f"{name}={version}"]
     # The compiler and nki for the burn-in's kernel, and what the burn-in itself imports.
     python_packages = {**versions.neuron_python_packages, **versions.burn_in_python_packages}
     for name, version in python_packages.items():

@@ -21,7 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from trn_constructs.burn_in import BurnInArtifacts
+from trn_constructs.burn_in import HEAD_NODE_BOOTSTRAP, BurnInArtifacts
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import LOG_RETENTION, ClusterConfig, SlurmConfig
 from trn_constructs.findings import acknowledge, wildcard_finding
@@ -29,6 +29,7 @@ from trn_constructs.handover.plan import HandoverPlan
 from trn_constructs.image import ImageVersions
 from trn_constructs.network import Network
 from trn_constructs.slurm.cluster_config import (
+    CLUSTER_USER,
     PCLUSTER_VERSION,
     QUEUE_NAME,
     ClusterSpec,
@@ -45,9 +46,12 @@ if TYPE_CHECKING:  # operations.telemetry imports this package for CustomAction
     from trn_constructs.operations.telemetry import NodeTelemetry
 
 KEEP_QUARANTINED_NODES = Path(__file__).resolve().parent / "node" / "keep_quarantined_nodes.sh"
-# The cluster test's sbatch environment: the SSM command's has no HOME and no Slurm on PATH
-# (nccom-test's slurm mode calls srun).
-JOB_ENVIRONMENT = "HOME=/root,PATH=/opt/slurm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# SSM's shell has no HOME and no Slurm or Neuron tools on PATH; nccom-test calls srun, and srun
+# hands this environment to neuron-bench on the compute nodes.
+JOB_ENVIRONMENT = (
+    "HOME=/root",
+    "PATH=/opt/slurm/bin:/opt/aws/neuron/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+)
 
 PROVIDER_TEMPLATE_URL = (
     "https://${AWS::Region}-aws-parallelcluster.s3.${AWS::Region}.${AWS::URLSuffix}"
@@ -95,20 +99,33 @@ class SlurmOrchestrator(Construct):
         stack = Stack.of(self)
         slurm = config.slurm
         self.cluster_name = cluster_name
+        self._artifacts = artifacts
         node_policy = iam.ManagedPolicy(
             self,
             "BurnInNodePolicy",
             description="Trainium nodes: read the burn-in package, write reports and metrics",
-            statements=artifacts.node_statements(cluster_test=cluster_test),
+            statements=artifacts.node_statements(),
         )
-        artifacts.acknowledge_node_policy(node_policy, cluster_test=cluster_test)
+        artifacts.acknowledge_node_policy(node_policy)
         compute_node_policies = (node_policy, telemetry.node_policy)
+        head_node_policies: tuple[iam.ManagedPolicy, ...] = ()
+        if cluster_test:
+            # nccom-test's slurm mode runs from the head node (Neuron docs), and so the
+            # handover's cluster all-reduce.
+            cluster_test_policy = iam.ManagedPolicy(
+                self,
+                "ClusterTestHeadNodePolicy",
+                description="Slurm head node: run the cluster all-reduce, write its result",
+                statements=artifacts.head_node_statements(),
+            )
+            artifacts.acknowledge_head_node_policy(cluster_test_policy)
+            head_node_policies = (cluster_test_policy,)
 
         self.provider = CfnStack(
             self,
             "Provider",
             template_url=Fn.sub(PROVIDER_TEMPLATE_URL),
-            parameters=self._provider_parameters(slurm, compute_node_policies) or None,
+            parameters=self._provider_parameters(slurm, (*head_node_policies, *compute_node_policies)) or None,
         )
 
         # Nothing may reach the head node's SSH port: this allow list stays empty (add a CIDR to
@@ -123,10 +140,15 @@ class SlurmOrchestrator(Construct):
             if config.image_ssm_parameter
             else None
         )
-        neuron = neuron_install(ImageVersions.load())
+        versions = ImageVersions.load()
+        neuron = neuron_install(versions)
         neuron_script = s3_assets.Asset(self, "NeuronInstallScript", path=str(neuron.path))
         keep_quarantined = s3_assets.Asset(self, "KeepQuarantinedNodes", path=str(KEEP_QUARANTINED_NODES))
         head_node_actions = (CustomAction(script=keep_quarantined.s3_object_url),)
+        if cluster_test:
+            # The cluster test's nccom-test runs here: the node's Neuron tools, no driver.
+            head_node_neuron = neuron_install(versions, driver=False)
+            head_node_actions += (CustomAction(script=neuron_script.s3_object_url, args=head_node_neuron.args),)
         budgets = Budgets("slurm", "kit" if config.image_ssm_parameter else "default",
                           config.burn_in.duration_seconds)
         spec = ClusterSpec(
@@ -136,14 +158,22 @@ class SlurmOrchestrator(Construct):
                 subnet_id=network.compute_subnet.subnet_id,
                 security_group_ids=(network.node_security_group.security_group_id,),
                 ssh_allowed_sources=ssh_sources.prefix_list_id,
-                policy_arns=(ssm_core.managed_policy_arn, *slurm.additional_policy_arns),
+                policy_arns=(
+                    ssm_core.managed_policy_arn,
+                    *slurm.additional_policy_arns,
+                    *(policy.managed_policy_arn for policy in head_node_policies),
+                ),
                 on_node_configured=head_node_actions,
                 on_node_updated=head_node_actions,
+                # /home, with the users' environments and compiler caches, is NFS from the head
+                # node's root volume: it gets what a Trainium node gets (not the AMI's ~45 GiB).
+                root_volume_gib=capacity.instance.root_volume_gib,
             ),
             queue=TrainiumQueueSpec(
                 instance_type=capacity.instance_type,
                 instance_count=capacity.instance_count,
                 reservation_id=capacity.reservation_id,
+                root_volume_gib=capacity.instance.root_volume_gib,
                 subnet_id=network.compute_subnet.subnet_id,
                 security_group_ids=(
                     network.node_security_group.security_group_id,
@@ -225,8 +255,12 @@ class SlurmOrchestrator(Construct):
         )
         return HandoverPlan(
             orchestrator="slurm",
-            settings={"cluster_name": self.cluster_name, "partition": self.partition,
-                      "job_minutes": SLURM_CLUSTER_TEST_JOB_MINUTES, "job_environment": JOB_ENVIRONMENT},
+            settings={
+                "cluster_name": self.cluster_name, "partition": self.partition,
+                "job_minutes": SLURM_CLUSTER_TEST_JOB_MINUTES, "job_environment": list(JOB_ENVIRONMENT),
+                "region": stack.region, "package": self._artifacts.package.s3_object_url,
+                "bootstrap_source": self._artifacts.bootstrap.s3_object_url, "bootstrap_path": HEAD_NODE_BOOTSTRAP,
+            },
             statements=statements,
             findings=findings,
             node_fingerprint=hashlib.sha256(json.dumps(self._queue, sort_keys=True).encode()).hexdigest()[:16],
@@ -285,10 +319,13 @@ class SlurmOrchestrator(Construct):
                     [
                         "aws ssm start-session --target ",
                         self.head_node_instance_id,
-                        f" --region {region}",
+                        f" --region {region} --document-name AWS-StartInteractiveCommand "
+                        f'--parameters command="sudo su - {CLUSTER_USER}"',
                     ],
                 ),
-                "Shell on the head node through Session Manager (no SSH port is open)",
+                f"Shell on the head node as {CLUSTER_USER} through Session Manager (no SSH port "
+                f"is open); jobs submitted as {CLUSTER_USER} run on the compute nodes, which have "
+                "no ssm-user",
             ),
             "SlurmNodeLogGroupPrefix": (
                 f"/aws/parallelcluster/{self.cluster_name}",

@@ -37,7 +37,10 @@ def _messages(document):
 def test_trn2_plan_runs_one_rank_per_logical_core_inside_the_slurm_job(tmp_path):
     plan = AllReducePlan.for_cluster(CATALOG["trn2"], 4)
     assert (plan.ranks, plan.sizes) == (256, (64 * MIB, 256 * MIB, GIB))
-    assert plan.environment == {"NEURON_LOGICAL_NC_CONFIG": "2"}
+    # Neuron's multi-node guide: libfabric's EFA provider with device RDMA, for every rank.
+    assert plan.environment == {
+        "NEURON_LOGICAL_NC_CONFIG": "2", "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1",
+    }
     assert plan.argv(SlurmPlacement("1234"), tmp_path / "n.json", "/opt/aws/neuron/bin/nccom-test") == [
         "/opt/aws/neuron/bin/nccom-test", "all_reduce", "-r", "256", "-N", "4", "-b", "64MB", "-e", "1GB",
         "-f", "4", "-n", "20", "-w", "5", "-d", "fp32", "--check", "all_ones", "--slurm-mode", "--slurm-job-id", "1234",
@@ -71,7 +74,9 @@ def test_a_healthy_cluster_passes_on_the_largest_size(tmp_path):
                                      "fraction": 0.25, "efa_gbps_per_instance": 3200}
     assert (document["nodes"], document["ranks"], document["instance_type"]) == (4, 256, "trn2.48xlarge")
     assert document["command"] == nccom.calls[0][0]
-    assert nccom.calls[0][1] == document["environment"] == {"NEURON_LOGICAL_NC_CONFIG": "2"}
+    assert nccom.calls[0][1] == document["environment"] == {
+        "NEURON_LOGICAL_NC_CONFIG": "2", "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1",
+    }
 
 
 def test_below_the_floor_fails_with_the_numbers(tmp_path):

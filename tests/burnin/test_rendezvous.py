@@ -91,9 +91,9 @@ def test_four_pods_meet_and_pod_0_runs_nccom_test_on_every_host_in_index_order(t
     assert argv[argv.index("--hosts"):argv.index("--non-interactive")] == [
         "--hosts", *IPS, "--data-collector-host", IPS[0], "--data-collector-port", "60006"]
     assert argv[2:6] == ["-r", "256", "-N", "4"]
-    assert env == {"NEURON_LOGICAL_NC_CONFIG": "2", "NEURON_RT_ROOT_COMM_ID": "10.0.1.10:63182",
-                   "CCOM_SOCKET_IFNAME": "eth0", "OMPI_ALLOW_RUN_AS_ROOT": "1",
-                   "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    assert env == {"NEURON_LOGICAL_NC_CONFIG": "2", "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1",
+                   "NEURON_RT_ROOT_COMM_ID": "10.0.1.10:63182", "CCOM_SOCKET_IFNAME": "eth0",
+                   "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     result = _result(s3)
     assert result["verdict"]["passed"] and (result["command"], result["environment"]) == (argv, env)
     assert json.loads((tmp_path / "r0.json").read_text()) == result
@@ -312,7 +312,8 @@ class Commands:
         return subprocess.CompletedProcess(argv, self.codes.get(argv[0], 0), "", self.stderr)
 
 
-ENVIRON = {"PATH": "/opt/aws/neuron/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": "/opt/amazon/efa/lib64", "HOME": "/x"}
+ENVIRON = {"PATH": "/opt/aws/neuron/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": "/opt/amazon/efa/lib64", "HOME": "/x",
+           "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"}
 
 
 def test_the_pod_sshd_has_its_own_config_key_and_session_environment(tmp_path):
@@ -338,7 +339,9 @@ def test_the_pod_sshd_has_its_own_config_key_and_session_environment(tmp_path):
         "KbdInteractiveAuthentication no",
         "UsePAM no",
         "StrictModes no",
-        'SetEnv "PATH=/opt/aws/neuron/bin:/usr/bin:/bin" "LD_LIBRARY_PATH=/opt/amazon/efa/lib64"',
+        # The remote ranks get the Job's EFA environment too: sshd hands sessions no other.
+        'SetEnv "PATH=/opt/aws/neuron/bin:/usr/bin:/bin" "LD_LIBRARY_PATH=/opt/amazon/efa/lib64" '
+        '"FI_PROVIDER=efa" "FI_EFA_USE_DEVICE_RDMA=1"',
     ]
     assert 'SetEnv "PATH=/bin"\n' in OpenSsh(state, environ={"PATH": "/bin"}).config_text()
     assert "SetEnv" not in OpenSsh(state, environ={}).config_text()

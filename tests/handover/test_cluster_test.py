@@ -18,9 +18,13 @@ from trn_constructs.handover.handler import collective, slurm
 from trn_constructs.handover.handler.slurm import SlurmNodes
 
 OVERRIDES = '{"trn2":{"instanceType":"trn2.48xlarge","ultraserverType":null,"efaNetworkCards":16}}'
+ARGUMENTS = (
+    "--instance-type", "trn2.48xlarge", "--catalog-overrides", OVERRIDES,
+    "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
+)  # fmt: skip
 COMMAND = (
-    "/opt/trn-kit/bin/trn-burnin", "cluster-test", "--instance-type", "trn2.48xlarge",
-    "--catalog-overrides", OVERRIDES, "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
+    "python3", "/opt/trn-kit/trn_burnin_bootstrap.py", "--package", "s3://cdk-assets/package.zip",
+    "--region", "us-east-2", "--cluster-test", "--", *ARGUMENTS,
 )  # fmt: skip
 RUN_PREFIX = "cluster-test/run-1/"
 RESULT_URI = f"s3://{BUCKET}/{RUN_PREFIX}result.json"
@@ -30,7 +34,7 @@ def config():
     from dataclasses import replace
 
     base = settings()
-    return replace(base, cluster_test=replace(base.cluster_test, command=COMMAND))
+    return replace(base, cluster_test=replace(base.cluster_test, arguments=ARGUMENTS))
 
 
 def run(cloud: Cloud, nodes: int = 2) -> collective.ClusterRun:
@@ -43,19 +47,23 @@ def result(measured: float | None, failures=()) -> dict:
                            "2026-12-10T12:00:00Z", list(failures), command=["nccom-test"], measured=measured)
 
 
-def test_the_submission_is_the_exact_sbatch_and_goes_to_the_head_node_once(monkeypatch):
+def test_the_submission_allocates_the_nodes_and_runs_the_test_on_the_head_node_once(monkeypatch):
     cloud = use(monkeypatch, Cloud())
     nodes = SlurmNodes(config())
     assert collective.advance(cloud.client("s3"), nodes, run(cloud)) is None
     assert collective.advance(cloud.client("s3"), nodes, run(cloud)) is None
     (command,) = cloud.calls("ssm", "SendCommand")
     assert command["InstanceIds"] == [HEAD_NODE]
+    in_allocation = ('echo "$SLURM_JOB_ID"; exec ' + " ".join(shlex.quote(p) for p in COMMAND)
+                     + f' --nodes 2 --result-uri {RESULT_URI} --slurm-job-id "$SLURM_JOB_ID"'
+                     + ' > "/var/log/trn-kit-cluster-test-$SLURM_JOB_ID.log" 2>&1')
     assert command["Parameters"]["commands"] == [
-        "/opt/slurm/bin/sbatch --parsable --job-name=trn-kit-cluster-test --partition=trainium --nodes=2 "
-        "--exclusive --time=8 --chdir=/tmp --export=ALL,HOME=/root --output=/tmp/trn-kit-cluster-test-%j.log "
-        "--wrap " + shlex.quote(" ".join(shlex.quote(p) for p in COMMAND)
-                                + f' --nodes 2 --result-uri {RESULT_URI} --slurm-job-id "$SLURM_JOB_ID"')
+        "mkdir -p /opt/trn-kit && aws s3 cp --only-show-errors --region us-east-2 s3://cdk-assets/bootstrap.py "
+        "/opt/trn-kit/trn_burnin_bootstrap.py && env HOME=/root /opt/slurm/bin/salloc --job-name=trn-kit-cluster-test "
+        "--partition=trainium --nodes=2 --exclusive --time=8 --chdir=/tmp /bin/sh -c " + shlex.quote(in_allocation)
     ]
+    # SSM stops the command at the stage's deadline, and salloc gives the nodes back.
+    assert command["Parameters"]["executionTimeout"] == ["600"]
     marker = json.loads(cloud.objects[RUN_PREFIX + "launch.json"][0])
     assert marker["CommandId"] == "00000000-0000-4000-8000-000000000001" and marker["HeadNode"] == HEAD_NODE
 
@@ -67,16 +75,26 @@ def test_a_poll_that_loses_the_claim_sends_nothing(monkeypatch):
     assert cloud.calls("ssm", "SendCommand") == []
 
 
-def test_the_job_command_survives_the_head_nodes_shell_and_the_jobs():
-    """Run the submission through sh as SSM does, with sbatch replaced by a printer of its --wrap
-    argument, then that through sh as the job does: the node-side argv arrives intact."""
-    script = slurm.submit_script(config().slurm, COMMAND, 2, RESULT_URI).replace(
-        "/opt/slurm/bin/sbatch", 'f() { while [ "$1" != --wrap ]; do shift; done; printf %s "$2"; }; f')
-    wrapped = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
-    job = subprocess.run(["sh", "-c", 'printf "%s\\n" ' + wrapped.removeprefix(COMMAND[0])],
-                         capture_output=True, text=True, check=True, env={"SLURM_JOB_ID": "42"}).stdout.splitlines()
-    assert job == [*COMMAND[1:], "--nodes", "2", "--result-uri", RESULT_URI, "--slurm-job-id", "42"]
-    assert json.loads(job[job.index("--catalog-overrides") + 1])["trn2"]["efaNetworkCards"] == 16
+def test_the_command_survives_the_head_nodes_shell_and_runs_inside_the_allocation(tmp_path):
+    """Run the submission through sh as SSM does, with aws and salloc replaced by printers (salloc
+    runs its command with SLURM_JOB_ID set, as it does): the cluster test's argv arrives intact."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "aws").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "salloc").write_text('#!/bin/sh\nwhile [ "$1" != /bin/sh ]; do shift; done\nSLURM_JOB_ID=42 exec "$@"\n')
+    (bin_dir / "python3").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    script = slurm.submit_script(config().slurm, ARGUMENTS, 2, RESULT_URI)
+    script = (script.replace("/opt/slurm/bin/salloc", str(bin_dir / "salloc"))
+              .replace("mkdir -p /opt/trn-kit", f"mkdir -p {tmp_path}")
+              .replace("/var/log/trn-kit-cluster-test-$SLURM_JOB_ID.log", str(tmp_path / "out.log")))
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert done.stdout.strip() == "42"  # the job id, which the handover reports
+    argv = (tmp_path / "out.log").read_text().splitlines()
+    assert argv == [*COMMAND[1:], "--nodes", "2", "--result-uri", RESULT_URI, "--slurm-job-id", "42"]
+    assert json.loads(argv[argv.index("--catalog-overrides") + 1])["trn2"]["efaNetworkCards"] == 16
 
 
 def test_a_submission_the_handover_never_sent_is_named_at_the_deadline(monkeypatch):
@@ -98,10 +116,11 @@ def test_a_failed_submission_carries_the_head_nodes_error(monkeypatch):
     stage, nodes = run(cloud), SlurmNodes(config())
     collective.advance(cloud.client("s3"), nodes, stage)
     (record,) = cloud.commands.values()
-    record.update(status="Failed", stderr="sbatch: error: invalid partition specified: trainium", done_at=cloud.now)
+    record.update(status="Failed", stderr="salloc: error: invalid partition specified: trainium", done_at=cloud.now)
     verdict = collective.advance(cloud.client("s3"), nodes, stage)
-    assert verdict.summary == (f"Cluster test could not be submitted on the head node {HEAD_NODE} (Failed): "
-                               "sbatch: error: invalid partition specified: trainium")
+    assert verdict.summary == (
+        f"Cluster test ended on the head node {HEAD_NODE} without a result (Failed): salloc: error: invalid "
+        "partition specified: trainium (its output: /var/log/trn-kit-cluster-test-<job id>.log on the head node)")
 
 
 def test_a_job_without_a_result_at_the_deadline_names_the_job(monkeypatch):
@@ -112,6 +131,7 @@ def test_a_job_without_a_result_at_the_deadline_names_the_job(monkeypatch):
     verdict = collective.advance(cloud.client("s3"), nodes, stage)
     assert verdict.passed is False
     assert "Slurm job 101 on partition trainium did not finish (check squeue and " in verdict.summary
+    assert verdict.summary.endswith("/var/log/trn-kit-cluster-test-<job id>.log on the head node)")
 
 
 @pytest.mark.parametrize(("measured", "failures", "expected"), [

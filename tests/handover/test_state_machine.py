@@ -48,7 +48,9 @@ def test_the_bundled_plan_is_the_configuration(slurm):
     config = bundled_settings(slurm)
     assert (config.orchestrator, config.expected_nodes, config.budget_seconds) == ("slurm", 4, 55 * 60)
     assert config.slurm.cluster_name == "TrnClusterStack-slurm" and config.slurm.partition == "trainium"
-    assert config.cluster_test.command[:2] == ("/opt/trn-kit/bin/trn-burnin", "cluster-test")
+    assert config.cluster_test.arguments[:2] == ("--instance-type", "trn3.48xlarge")
+    assert config.slurm.bootstrap_path == "/opt/trn-kit/trn_burnin_bootstrap.py"
+    assert config.slurm.package.startswith("s3://cdk-") and config.slurm.package.endswith(".zip")
     assert config.thresholds == {"min_peak_fraction": 0.7, "min_median_fraction": 0.9}
     assert config.state_parameter == "/trn-kit/TrnClusterStack/handover"
     # The functions take their deploy-time names from the environment, as Settings.load reads them.

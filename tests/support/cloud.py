@@ -276,18 +276,21 @@ class Ssm:
         return {"Command": {"CommandId": command_id, "DocumentName": DocumentName}}
 
     def _run(self, record: dict[str, Any]) -> None:
-        """The head node: an sbatch of the cluster test runs its job and writes its result."""
-        record["status"], record["stdout"] = "Success", "101"
-        match = re.search(r"--wrap (.+)$", record["script"])
+        """The head node: the cluster test's salloc holds the nodes and runs the test, which writes
+        its result; SSM reports the command done when the test ends, with salloc's job id."""
+        match = re.search(r"/opt/slurm/bin/salloc .* /bin/sh -c (.+)$", record["script"])
         if not match:
+            record["status"] = "Success"
             return
-        job = shlex.split(shlex.split(match[1])[0])
+        job = shlex.split(shlex.split(match[1])[0].split("exec ", 1)[1].split(" >", 1)[0])
         result_uri = job[job.index("--result-uri") + 1]
         nodes = int(job[job.index("--nodes") + 1])
         cloud = self.cloud
 
+        record["stdout"] = "101"
+
         def finish() -> None:
-            record["status"] = "Done"
+            record["status"] = "Success"
             spec = CATALOG["trn2"]
             plan, floor = AllReducePlan.for_cluster(spec, nodes), BusBandwidthFloor.for_spec(spec)
             failures = [] if cloud.cluster_busbw_gibps >= floor.min_bus_bandwidth_gibps else [

@@ -26,10 +26,12 @@ def settings(**overrides: Any) -> Settings:
         instances_per_ultraserver=1, ultraserver_type=None, min_healthy_fraction=1.0,
         whole_ultraservers=False, replace_failed_nodes=True, max_replacements=1,
         budget_seconds=55 * 60, poll_seconds=60, replacement_seconds=25 * 60, report_timeout_seconds=25 * 60,
-        cluster_test=ClusterTestSettings(("/opt/trn-kit/bin/trn-burnin", "cluster-test"), 10 * 60),
+        cluster_test=ClusterTestSettings(("--instance-type", "trn2.48xlarge"), 10 * 60),
         cluster_test_skipped=None,
         slurm=SlurmSettings(cluster_name="TrnClusterStack-slurm", partition="trainium", job_minutes=8,
-                            job_environment="HOME=/root"),
+                            job_environment=("HOME=/root",), region="us-east-2",
+                            package="s3://cdk-assets/package.zip", bootstrap_source="s3://cdk-assets/bootstrap.py",
+                            bootstrap_path="/opt/trn-kit/trn_burnin_bootstrap.py"),
         thresholds={"min_peak_fraction": 0.7, "min_median_fraction": 0.9},
     )  # fmt: skip
     return replace(base, **overrides)

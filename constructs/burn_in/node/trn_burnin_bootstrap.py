@@ -9,9 +9,10 @@ before anything else is installed.
         [--kubernetes-node NAME | --slurm] -- <arguments for `python -m trn_burnin run`>
     trn_burnin_bootstrap.py --package s3://.../pkg.zip --region R
         --cluster-test -- <arguments for `python -m trn_burnin cluster-test`>
+    trn_burnin_bootstrap.py --kubernetes-node NAME --check-boot
 
-It leaves /opt/trn-kit/bin/trn-burnin behind, so later jobs (the handover's cluster all-reduce on
-Slurm) run the same package with the same interpreter. On EKS it records the verdict on the Node.
+It leaves /opt/trn-kit/bin/trn-burnin behind, so later commands run the same package with the same
+interpreter. On EKS it records the verdict on the Node.
 
 With --slurm (ParallelCluster's OnNodeConfigured) it holds this node in a Slurm maintenance
 reservation of its own, starts the burn-in as a transient systemd service and exits 0 at once:
@@ -19,9 +20,16 @@ the node joins the cluster and takes no work until its verdict. The service then
 on a pass, or drains the node with the reason (`sinfo -R` shows it) and lifts the hold on a
 failure. Neither the node's bootstrap nor the cluster's creation waits on, or fails for, a chip.
 
-With --cluster-test (the gate's cluster all-reduce on EKS, in pods of an image without the package)
-it fetches the package the same way, then becomes `trn-burnin cluster-test`: no burn-in, nothing
-recorded on the Node.
+With --cluster-test (the gate's cluster all-reduce: on the Slurm head node, and on EKS in pods of
+an image without the package) it fetches the package the same way, then becomes
+`trn-burnin cluster-test`: no burn-in, nothing recorded on a Node.
+
+A verdict on EKS holds for the boot it was reached on: the Node records that boot's id. A rebooted
+instance keeps its Node, labels and (absent) taint, so after every boot --check-boot (a pod on
+every Trainium node, whose container the kubelet restarts after a reboot) compares the recorded boot
+with the running one; on a difference it taints the Node again and removes the verdict, and the
+burn-in runs again before the node takes work. A replaced instance is a new Node that registers
+with the taint and no verdict.
 
 Exit code: the burn-in's (0 only when the node passed); with --slurm 0 once the burn-in is started
 (the verdict is the node's state and its report); with --cluster-test, the cluster test's own.
@@ -45,7 +53,7 @@ from pathlib import Path
 from typing import NoReturn
 
 INSTALL_DIR = Path("/opt/trn-kit")
-# Under INSTALL_DIR; the gate's Slurm job calls it by its full path (trn_constructs.validation).
+# Under INSTALL_DIR: the fetched package under the Neuron interpreter, for later commands too.
 LAUNCHER = Path("bin/trn-burnin")
 SCONTROL = "/opt/slurm/bin/scontrol"  # ParallelCluster's Slurm prefix
 HOLD_PREFIX = "trn-kit-burn-in-"  # + the Slurm node name: the reservation that holds it
@@ -54,10 +62,21 @@ BACKGROUND_LOG = Path("/var/log/trn-kit-burn-in.log")
 MAX_DRAIN_REASON = 200  # Slurm shows reasons in one `sinfo -R` column: keep them short
 # Taint, label and condition names shared with the EKS construct (trn_constructs.eks).
 TAINT_KEY = "trn-kit/burn-in"
+TAINT_VALUE = "pending"
+TAINT_EFFECT = "NoSchedule"
 LABEL_KEY = "trn-kit/burn-in"
 REPORT_ANNOTATION = "trn-kit/burn-in-report"
+# The boot the verdict was reached on (the host's boot id, which is also the Node's
+# status.nodeInfo.bootID); another boot must burn in again.
+BOOT_ANNOTATION = "trn-kit/burn-in-boot-id"
 CONDITION_TYPE = "TrnBurnInPassed"
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# Not namespaced: a container reads the host's.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+MERGE_PATCH = "application/merge-patch+json"
+# Merges status.conditions by type; a merge patch would replace the whole list and drop the
+# conditions of the kubelet and the node monitoring agent.
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 def neuron_python() -> str:
@@ -130,6 +149,10 @@ def failure_summary(report: dict | None) -> str:
     return "; ".join(f["message"] for f in failures)
 
 
+def boot_id() -> str:
+    return BOOT_ID.read_text().strip()
+
+
 class KubernetesNode:
     """The few Node operations the burn-in's RBAC role allows, over the in-cluster API."""
 
@@ -138,20 +161,29 @@ class KubernetesNode:
         self.token = (SERVICE_ACCOUNT / "token").read_text()
         self.tls = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
 
-    def _call(self, method: str, url: str, body: dict | None = None) -> dict:
+    def _call(
+        self, method: str, url: str, body: dict | None = None, content_type: str = MERGE_PATCH
+    ) -> dict:
         request = urllib.request.Request(
             url,
             method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Content-Type": "application/merge-patch+json",
-            },
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type},
         )
         with urllib.request.urlopen(request, context=self.tls, timeout=30) as response:
             return json.load(response)
 
-    def record(self, passed: bool, report: dict | None, report_uri: str) -> None:
+    def _set_condition(self, status: str, reason: str, message: str) -> None:
+        self._call(
+            "PATCH",
+            self.url + "/status",
+            {"status": {"conditions": [
+                {"type": CONDITION_TYPE, "status": status, "reason": reason, "message": message}
+            ]}},
+            STRATEGIC_MERGE_PATCH,
+        )
+
+    def record(self, passed: bool, report: dict | None, report_uri: str, boot: str) -> None:
         node = self._call("GET", self.url)
         reason = failure_summary(report)[:1000] or (
             "passed" if passed else "no report was produced"
@@ -165,22 +197,49 @@ class KubernetesNode:
                     # A conflicting concurrent change makes the API refuse instead of losing it.
                     "resourceVersion": node["metadata"]["resourceVersion"],
                     "labels": {LABEL_KEY: "passed" if passed else "failed"},
-                    "annotations": {REPORT_ANNOTATION: report_uri},
+                    "annotations": {REPORT_ANNOTATION: report_uri, BOOT_ANNOTATION: boot},
                 },
                 # Passing nodes open for work; failing ones keep the taint.
                 "spec": {"taints": [t for t in taints if not passed or t["key"] != TAINT_KEY]},
             },
         )
+        self._set_condition(
+            "True" if passed else "False", "BurnInPassed" if passed else "BurnInFailed", reason
+        )
+
+    def check_boot(self, boot: str) -> str:
+        """Keep a verdict reached on this boot; forget one of an earlier boot (a reboot, auto
+        repair's or anyone's): taint the node again and remove the verdict, so the burn-in
+        DaemonSet runs on it again. What it found, in one line."""
+        node = self._call("GET", self.url)
+        metadata = node["metadata"]
+        verdict = (metadata.get("labels") or {}).get(LABEL_KEY)
+        judged = (metadata.get("annotations") or {}).get(BOOT_ANNOTATION)
+        if verdict is None:
+            return "no burn-in verdict yet: the burn-in runs on this boot"
+        if judged == boot:
+            return f"burn-in {verdict} on this boot ({boot})"
+        taints = node["spec"].get("taints") or []
+        if not any(t["key"] == TAINT_KEY for t in taints):
+            taints = [*taints, {"key": TAINT_KEY, "value": TAINT_VALUE, "effect": TAINT_EFFECT}]
         self._call(
             "PATCH",
-            self.url + "/status",
-            {"status": {"conditions": [{
-                "type": CONDITION_TYPE,
-                "status": "True" if passed else "False",
-                "reason": "BurnInPassed" if passed else "BurnInFailed",
-                "message": reason,
-            }]}},
+            self.url,
+            {
+                "metadata": {
+                    "resourceVersion": metadata["resourceVersion"],
+                    "labels": {LABEL_KEY: None},
+                    "annotations": {BOOT_ANNOTATION: None},
+                },
+                "spec": {"taints": taints},
+            },
         )
+        outcome = (
+            f"burn-in {verdict} on boot {judged or 'unknown'}, not on this boot ({boot}): "
+            "tainted again until the burn-in runs again"
+        )
+        self._set_condition("Unknown", "RebootedSinceBurnIn", outcome)
+        return outcome
 
 
 def drain_reason(report: dict | None, code: int, reports: str) -> str:
@@ -293,19 +352,28 @@ def start_in_background(argv: list[str], node: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--package", required=True, help="s3:// URI of the zipped trn_burnin package")
+    parser.add_argument("--package", help="s3:// URI of the zipped trn_burnin package")
     parser.add_argument("--reports", help="s3://bucket/prefix/ for the node report (the burn-in needs it)")
-    parser.add_argument("--region", required=True)
+    parser.add_argument("--region")
     parser.add_argument("--kubernetes-node", help="on EKS: the Node to label and untaint")
     parser.add_argument("--slurm", action="store_true",
                         help="on Slurm: hold this node, burn in in the background, drain it when it fails")
     parser.add_argument("--slurm-node", help=argparse.SUPPRESS)  # the background run, on this node
     parser.add_argument("--cluster-test", action="store_true",
                         help="run `trn_burnin cluster-test` with the arguments after -- instead of the burn-in")
+    parser.add_argument("--check-boot", action="store_true",
+                        help="with --kubernetes-node: forget a verdict of an earlier boot, nothing else")
     parser.add_argument("burnin_args", nargs=argparse.REMAINDER,
                         help="-- then trn_burnin run (or cluster-test) arguments")
     args = parser.parse_args(argv)
     burnin_args = args.burnin_args[1:] if args.burnin_args[:1] == ["--"] else args.burnin_args
+    if args.check_boot:
+        if not args.kubernetes_node or args.package or args.cluster_test or args.slurm or burnin_args:
+            parser.error("--check-boot takes --kubernetes-node and nothing else")
+        print(KubernetesNode(args.kubernetes_node).check_boot(boot_id()), flush=True)
+        return 0
+    if not (args.package and args.region):
+        parser.error("the burn-in and --cluster-test need --package and --region")
     if args.cluster_test and (args.kubernetes_node or args.slurm or args.slurm_node):
         parser.error("--kubernetes-node and --slurm are for the burn-in, not --cluster-test")
     if not args.cluster_test and not args.reports:
@@ -341,7 +409,7 @@ def run_and_report(args: argparse.Namespace, burnin_args: list[str]) -> tuple[in
     code = run_burnin(args.reports, args.region, burnin_args, report_path)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     if args.kubernetes_node:
-        KubernetesNode(args.kubernetes_node).record(code == 0, report, args.reports)
+        KubernetesNode(args.kubernetes_node).record(code == 0, report, args.reports, boot_id())
     print(f"burn-in {'passed' if code == 0 else 'FAILED'} (exit {code})", flush=True)
     return code, report
 

@@ -22,7 +22,7 @@ ENVIRONMENT = {
 class ClusterTestSettings:
     """The all-reduce across the passed nodes (trn_burnin cluster-test) and how long it may take."""
 
-    command: tuple[str, ...]  # node-side program and its fixed arguments
+    arguments: tuple[str, ...]  # of trn_burnin cluster-test, but for where the nodes are
     seconds: int  # from submission to result, the stage's own budget
 
 
@@ -31,7 +31,11 @@ class SlurmSettings:
     cluster_name: str  # ParallelCluster's; its instances carry it as parallelcluster:cluster-name
     partition: str
     job_minutes: int
-    job_environment: str  # --export of the cluster test's sbatch
+    job_environment: tuple[str, ...]  # NAME=value for the cluster test's salloc on the head node
+    region: str
+    package: str  # s3:// URI of the trn_burnin package
+    bootstrap_source: str  # s3:// URI of the node bootstrap, fetched for every run
+    bootstrap_path: str  # where the command puts it on the head node
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,9 @@ class Settings:
         return cls(
             **{key: plan[key] for key in _SCALARS},
             **deploy_time,
-            cluster_test=ClusterTestSettings(tuple(test["command"]), int(test["seconds"])) if test else None,
+            cluster_test=ClusterTestSettings(tuple(test["arguments"]), int(test["seconds"])) if test else None,
             cluster_test_skipped=plan.get("cluster_test_skipped"),
-            slurm=SlurmSettings(**slurm) if slurm else None,
+            slurm=SlurmSettings(**{**slurm, "job_environment": tuple(slurm["job_environment"])}) if slurm else None,
             kubernetes=KubernetesSettings(**kubernetes) if kubernetes else None,
             thresholds=plan.get("thresholds", {}),
         )

@@ -4,11 +4,16 @@ Everything inside Slurm goes through one SSM Run Command on the head node, which
 by ParallelCluster's own tags (a replaced head node is found again). A failed node's replacement is
 EC2's TerminateInstances: ParallelCluster's clustermgtd notices the missing instance within a
 minute and launches a new one for the same static node, which then burns in like any new node.
+
+The cluster test: the command allocates the passed nodes (salloc) and, from the head node, runs
+nccom-test's slurm mode in that allocation, as the Neuron docs have it; the allocation ends with
+the command, and SSM stops the command at the stage's deadline, which gives the nodes back.
 """
 
 from __future__ import annotations
 
 import shlex
+from pathlib import PurePosixPath
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,7 +25,8 @@ from .settings import Settings, SlurmSettings
 SLURM_BIN = "/opt/slurm/bin"
 HEAD_NODE_TAG = "parallelcluster:node-type"
 CLUSTER_NAME_TAG = "parallelcluster:cluster-name"
-JOB_LOG = "/tmp/trn-kit-cluster-test-%j.log"
+# On the head node, one per Slurm job.
+CLUSTER_TEST_LOG = "/var/log/trn-kit-cluster-test-$SLURM_JOB_ID.log"
 FAILED_COMMAND = ("Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "InvalidPlatform", "AccessDenied")
 
 
@@ -36,16 +42,19 @@ def head_node_instance_id(cluster_name: str) -> str:
     return found[0]
 
 
-def send_script(head_node: str, script: str, comment: str) -> str:
+def send_script(head_node: str, script: str, comment: str, timeout_seconds: int | None = None) -> str:
+    parameters = {"commands": [script]}
+    if timeout_seconds:
+        parameters["executionTimeout"] = [str(timeout_seconds)]
     response = aws.client("ssm").send_command(
-        InstanceIds=[head_node], DocumentName="AWS-RunShellScript", Comment=comment[:100],
-        Parameters={"commands": [script]},
+        InstanceIds=[head_node], DocumentName="AWS-RunShellScript", Comment=comment[:100], Parameters=parameters,
     )  # fmt: skip
     return response["Command"]["CommandId"]
 
 
 def command_state(head_node: str, command_id: str) -> tuple[str, str]:
-    """(status, standard output on success, else the end of standard error)."""
+    """(status, standard output while running or on success (salloc's job id first), else the end
+    of standard error)."""
     try:
         invocation = aws.client("ssm").get_command_invocation(CommandId=command_id, InstanceId=head_node)
     except ClientError as error:
@@ -53,23 +62,39 @@ def command_state(head_node: str, command_id: str) -> tuple[str, str]:
             return "Pending", ""
         raise
     status = invocation["Status"]
-    if status == "Success":
+    if status in ("Success", "InProgress"):
         return status, invocation.get("StandardOutputContent", "").strip()
     return status, invocation.get("StandardErrorContent", "").strip()[-500:]
 
 
-def submit_script(slurm: SlurmSettings, command: tuple[str, ...], nodes: int, result_uri: str) -> str:
-    """sbatch on the head node; $SLURM_JOB_ID is quoted so it expands in the job, not here."""
-    job = [*command, "--nodes", str(nodes), "--result-uri", result_uri]
-    wrapped = " ".join(shlex.quote(part) for part in job) + ' --slurm-job-id "$SLURM_JOB_ID"'
-    return " ".join([
-        f"{SLURM_BIN}/sbatch", "--parsable", "--job-name=trn-kit-cluster-test",
+def cluster_test_command(slurm: SlurmSettings, arguments: tuple[str, ...]) -> list[str]:
+    """The bootstrap, fetched fresh, fetches this deployment's package and becomes its cluster test."""
+    return ["python3", slurm.bootstrap_path, "--package", slurm.package, "--region", slurm.region,
+            "--cluster-test", "--", *arguments]
+
+
+def submit_script(slurm: SlurmSettings, arguments: tuple[str, ...], nodes: int, result_uri: str) -> str:
+    """On the head node: fetch the bootstrap, then hold ``nodes`` nodes with salloc and run the
+    cluster test in the allocation, on the head node itself. It prints the job id; the test's output
+    goes to CLUSTER_TEST_LOG. $SLURM_JOB_ID is quoted so it expands inside salloc."""
+    job = [*cluster_test_command(slurm, arguments), "--nodes", str(nodes), "--result-uri", result_uri]
+    in_allocation = (
+        'echo "$SLURM_JOB_ID"; exec ' + " ".join(shlex.quote(part) for part in job)
+        + f' --slurm-job-id "$SLURM_JOB_ID" > "{CLUSTER_TEST_LOG}" 2>&1'
+    )
+    fetch = ["aws", "s3", "cp", "--only-show-errors", "--region", slurm.region, slurm.bootstrap_source,
+             slurm.bootstrap_path]
+    allocate = [
+        "env", *slurm.job_environment, f"{SLURM_BIN}/salloc", "--job-name=trn-kit-cluster-test",
         f"--partition={slurm.partition}", f"--nodes={nodes}", "--exclusive",
-        # The SSM command's own directory does not exist on the compute nodes, and its
-        # environment has no HOME and no Slurm on PATH (nccom-test's slurm mode calls srun).
-        f"--time={slurm.job_minutes}", "--chdir=/tmp", f"--export=ALL,{slurm.job_environment}",
-        f"--output={JOB_LOG}", "--wrap", shlex.quote(wrapped),
-    ])  # fmt: skip
+        # The SSM command's own directory does not exist on the compute nodes.
+        f"--time={slurm.job_minutes}", "--chdir=/tmp", "/bin/sh", "-c", in_allocation,
+    ]  # fmt: skip
+    return " && ".join([
+        shlex.join(["mkdir", "-p", str(PurePosixPath(slurm.bootstrap_path).parent)]),
+        shlex.join(fetch),
+        shlex.join(allocate),
+    ])
 
 
 def drain_script(partition: str, reason: str) -> str:
@@ -102,8 +127,10 @@ class SlurmNodes:
     def submit(self, run: ClusterRun) -> dict[str, str]:
         assert self._settings.cluster_test is not None
         head_node = head_node_instance_id(self._slurm.cluster_name)
-        script = submit_script(self._slurm, self._settings.cluster_test.command, run.nodes, run.uri("result.json"))
-        command = send_script(head_node, script, "trn-kit handover: cluster all-reduce")
+        script = submit_script(self._slurm, self._settings.cluster_test.arguments, run.nodes, run.uri("result.json"))
+        # Stopped with the stage: salloc then gives the nodes back, also when they never came.
+        seconds = max(60, int((run.deadline - aws.now()).total_seconds()))
+        command = send_script(head_node, script, "trn-kit handover: cluster all-reduce", timeout_seconds=seconds)
         return {"CommandId": command, "HeadNode": head_node}
 
     def submission_problem(self, run: ClusterRun, marker: dict[str, Any]) -> str | None:
@@ -111,8 +138,9 @@ class SlurmNodes:
             return None  # judged at the deadline: the submission may never have been sent
         state, detail = command_state(marker["HeadNode"], marker["CommandId"])
         if state in FAILED_COMMAND:
-            return (f"Cluster test could not be submitted on the head node {marker['HeadNode']} "
-                    f"({state}): {detail}")
+            log = CLUSTER_TEST_LOG.replace("$SLURM_JOB_ID", "<job id>")
+            return (f"Cluster test ended on the head node {marker['HeadNode']} without a result "
+                    f"({state}): {detail} (its output: {log} on the head node)")
         return None
 
     def where_to_look(self, run: ClusterRun, present: set[str], marker: dict[str, Any]) -> str:
@@ -120,6 +148,7 @@ class SlurmNodes:
             return (f"the submission behind {run.uri(MARKER_NAME)} was never sent (the handover "
                     "stopped in between); deploy again to run a new handover")
         state, detail = command_state(marker["HeadNode"], marker["CommandId"])
-        job = f"Slurm job {detail}" if state == "Success" and detail else "the Slurm job"
-        return (f"{job} on partition {self._slurm.partition} did not finish (check squeue and "
-                f"{JOB_LOG.replace('%j', '<job id>')} on its first node)")
+        job = f"Slurm job {detail.splitlines()[0]}" if detail else "the Slurm job"
+        log = CLUSTER_TEST_LOG.replace("$SLURM_JOB_ID", "<job id>")
+        return (f"{job} on partition {self._slurm.partition} did not finish (check squeue and {log} "
+                "on the head node)")

@@ -3,8 +3,9 @@
 # at its pin, so on an image that has everything it only checks.
 #
 # ParallelCluster runs it as the compute queue's OnNodeStart action (its official AMI carries no
-# Neuron software); TrnAmiStack's Slurm image runs it at build time and again with --check in its
-# test phase. The pins come from ami/versions.json, as arguments:
+# Neuron software) and, without the driver, as the head node's OnNodeConfigured action (the head
+# node invokes nccom-test's slurm mode); TrnAmiStack's Slurm image runs it at build time and again
+# with --check in its test phase. The pins come from ami/versions.json, as arguments:
 #
 #   install_neuron.sh [--check] --release R --venv DIR \
 #       --deb NAME=VERSION [--deb ...] --pip NAME==VERSION [--pip ...]
@@ -151,7 +152,9 @@ install_debs() {
   fi
   apt_update_once
   # DKMS builds the driver against the running kernel's headers.
-  [ -d "/lib/modules/$(uname -r)/build" ] || to_install+=("linux-headers-$(uname -r)")
+  if [ -n "$drivers_pin" ] && [ ! -d "/lib/modules/$(uname -r)/build" ]; then
+    to_install+=("linux-headers-$(uname -r)")
+  fi
   apt_get install --reinstall --allow-downgrades --allow-change-held-packages "${to_install[@]}"
   # Unattended upgrades must not move the pins.
   apt-mark hold "${debs[@]%%=*}"
