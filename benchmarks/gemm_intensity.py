@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     for core in generations.values():
         for dtype in core.supported_dtypes:
             plan, stats = count(core, dtype, shape)
-            # HBM bandwidth is fixed, so the ridge scales with the dtype's peak.
-            ridge = core.ridge_flop_per_byte * core.peak_tflops_per_core(dtype) / core.peak_tflops_per_core(BF16)
+            ridge = core.ridge_flop_per_byte(dtype)
             intensity = plan.flops / stats.hbm_bytes
             print(f"{core.name:<5} {dtype:<6} {f'{plan.block_m}x{plan.block_n}x{plan.block_k}':<16} "
                   f"{stats.hbm_to_sbuf_bytes:>13,} {stats.sbuf_to_hbm_bytes:>12,} {stats.matmul_count:>8,} "

@@ -23,7 +23,10 @@ HEAD_NODE = "i-0head0000000000001"
 RUN = f"cluster-test/{REQUEST_ID}/"
 RESULT_URI = f"s3://{BUCKET}/{RUN}result.json"
 COMMAND_ID = "0b1c2d3e-aaaa-bbbb-cccc-000000000001"
-OVERRIDES = '{"trn2":{"instance_type":"trn2.48xlarge","ultraserver_type":null,"efa_network_cards":16}}'
+OVERRIDES = (
+    '{"trn2":{"instanceType":"trn2.48xlarge","ultraserverType":null,"efaNetworkCards":16,'
+    '"fp8PeakTflopsPerCore":157.2864}}'
+)
 COMMAND = [
     "/opt/trn-kit/bin/trn-burnin", "cluster-test", "--instance-type", "trn2.48xlarge",
     "--catalog-overrides", OVERRIDES, "--min-bus-bandwidth-fraction", "0.25", "--region", "us-east-2",
@@ -146,7 +149,7 @@ def test_the_job_command_survives_the_head_nodes_shell_and_the_jobs():
         capture_output=True, text=True, check=True, env={"SLURM_JOB_ID": "42"},
     ).stdout.splitlines()
     assert job == COMMAND[1:] + ["--nodes", "2", "--result-uri", RESULT_URI, "--slurm-job-id", "42"]
-    assert json.loads(job[job.index("--catalog-overrides") + 1])["trn2"]["efa_network_cards"] == 16
+    assert json.loads(job[job.index("--catalog-overrides") + 1])["trn2"]["efaNetworkCards"] == 16
 
 
 def test_a_poll_that_died_before_sending_waits_and_fails_at_the_deadline(monkeypatch):

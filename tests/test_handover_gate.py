@@ -15,6 +15,7 @@ from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh
 from tests.conftest import synth
 from tests.test_eks_manifests import applied_manifests, resolved
 from trn_burnin import cli
+from trn_burnin.catalog import CATALOG
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME, Clock
@@ -114,9 +115,7 @@ def test_gate_runs_the_cluster_test_through_the_slurm_head_node(slurm):
     test = gate["Properties"]["ClusterTest"]
     assert test["HeadNodeInstanceId"] == {"Fn::GetAtt": [cluster, "headNode.instanceId"]}
     assert test["Partition"] == QUEUE_NAME
-    overrides = {"trn3-gen1": {
-        "instance_type": "trn3.48xlarge", "ultraserver_type": "u-trn3x64", "efa_network_cards": 16,
-    }}
+    overrides = {"trn3-gen1": CATALOG["trn3-gen1"].overridable_values()}
     assert test["Command"] == [
         NODE_LAUNCHER, "cluster-test", "--instance-type", "trn3.48xlarge",
         "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),
@@ -416,9 +415,7 @@ def test_eks_pods_fetch_the_package_then_meet_in_the_runs_folder(eks):
     assert package.startswith("s3://cdk-") and package.endswith(".zip")
     assert "s3://cdk-" not in json.dumps(job)  # so a new package changes neither the Job nor its name
     run = args[args.index("--") + 1:]
-    overrides = {"trn3-gen1": {
-        "instance_type": "trn3.48xlarge", "ultraserver_type": "u-trn3x64", "efa_network_cards": 16,
-    }}
+    overrides = {"trn3-gen1": CATALOG["trn3-gen1"].overridable_values()}
     assert run == [
         "--nodes", "4",
         "--rendezvous", f"s3://fs-0123456789abcdef0/{CLUSTER_TEST_PREFIX}0123456789ab/",

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from trn_burnin.catalog import InstanceSpec, apply_overrides, find_by_instance_type
+from trn_burnin.catalog import OVERRIDES, InstanceSpec, apply_overrides, find_by_instance_type
 from trn_burnin.collective import (DEFAULT_MIN_BUS_BANDWIDTH_FRACTION, SCHEMA_PATH as CLUSTER_TEST_SCHEMA_PATH,
                                    AllReducePlan, BusBandwidthFloor, NccomRunner, NccomTest, Placement,
                                    SlurmPlacement, result_document, run_cluster_test)
@@ -110,7 +110,8 @@ def _slurm_job_id(text: str) -> str:
 def _add_instance(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-type", help="EC2 instance type (default: from instance metadata)")
     parser.add_argument("--catalog-overrides", type=_json_object, default={}, metavar="JSON",
-                        help='catalog field overrides, e.g. \'{"trn3-gen1": {"instance_type": "trn3.48xlarge"}}\'')
+                        help="catalog overrides with cdk.json's catalogOverrides names ("
+                             + ", ".join(OVERRIDES) + '), e.g. \'{"trn3-gen1": {"instanceType": "trn3.48xlarge"}}\'')
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -238,7 +239,7 @@ def _print_plan(spec: InstanceSpec, dtype: str, shape: Sequence[int]) -> None:
         print(f"{key}: {value}")
     print(f"modelled HBM bytes: {plan.hbm_bytes}")
     print(f"modelled intensity: {plan.intensity:.0f} FLOP/byte "
-          f"(BF16 ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte:.0f})")
+          f"({dtype} ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte(dtype):.0f})")
 
 
 def _verdict_code(failures: Sequence[Mapping[str, Any]]) -> int:

@@ -22,7 +22,6 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
-from trn_burnin.catalog import OVERRIDABLE_FIELDS
 from trn_burnin.publish import DEFAULT_NAMESPACE
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME
 from trn_constructs.capacity import CapacityTarget
@@ -191,9 +190,9 @@ def cluster_test_arguments(
 def catalog_arguments(capacity: CapacityTarget) -> list[str]:
     """The node's instance type and the catalog overrides the stack used."""
     spec = capacity.instance
-    # The node may carry an overridden (uncertain) instance type string; hand it the overrides
-    # so trn_burnin finds the same catalog entry the stack used.
-    overrides = {spec.key: {field: getattr(spec, field) for field in OVERRIDABLE_FIELDS}}
+    # The node may carry an overridden (uncertain) instance type string or FP8 peak; hand it the
+    # overrides, under cdk.json's names, so trn_burnin uses the same catalog entry the stack used.
+    overrides = {spec.key: spec.overridable_values()}
     return [
         "--instance-type", spec.instance_type,
         "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),

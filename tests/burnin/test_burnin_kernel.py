@@ -69,7 +69,7 @@ def test_default_shape_traffic_matches_the_plan_and_uses_full_tiles(kernel_for, 
     stats = emulator.stats()
     assert stats.hbm_bytes == plan.hbm_bytes
     assert stats.full_tile_fraction == 1.0
-    assert plan.flops / stats.hbm_bytes >= 2 * core.ridge_flop_per_byte
+    assert plan.flops / stats.hbm_bytes >= 2 * core.ridge_flop_per_byte(BF16)
 
 
 def _tile(emulator, shape, dtype, buffer):

@@ -11,7 +11,7 @@ def test_tiles_come_from_the_generation_limits(core):
     assert (plan.pmax, plan.tile_m, plan.tile_k) == (core.pmax, core.stationary_fmax, core.pmax)
     assert plan.tile_n == min(core.moving_fmax, bank_fp32) == 512
     assert plan.sbuf_bytes_per_partition <= core.sbuf_bytes // core.pmax * SBUF_PLANNING_FRACTION
-    assert plan.intensity >= 2 * core.ridge_flop_per_byte
+    assert plan.intensity >= 2 * core.ridge_flop_per_byte(BF16)
 
 
 def test_fp8_uses_double_row_and_mxfp8_packs_four_rows():
