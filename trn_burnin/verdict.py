@@ -11,9 +11,10 @@ from trn_burnin.discovery import Topology
 from trn_burnin.measure import CoreResult
 
 # Largest |result - reference| / max|reference| over the sampled tiles. The reference multiplies the
-# same rounded inputs in float32, so BF16/FP8/FP32 differ only by FP32 accumulation order; MXFP8
-# adds the on-chip quantization of BF16 inputs to 3 mantissa bits.
-DEFAULT_MAX_REL_ERROR = {BF16: 1e-3, FP8: 1e-3, FP32: 1e-3, MXFP8: 0.1}
+# same rounded inputs in float32 (MXFP8: the same host-encoded data and scales), so a healthy core
+# differs only by accumulation order. MXFP8 gets 10x more room: the documents do not say how the MX
+# datapath accumulates inside a scale group.
+DEFAULT_MAX_REL_ERROR = {BF16: 1e-3, FP8: 1e-3, FP32: 1e-3, MXFP8: 1e-2}
 DEFAULT_MIN_PEAK_FRACTION = 0.70
 DEFAULT_MIN_MEDIAN_FRACTION = 0.90
 

@@ -38,9 +38,10 @@ def nki_executor(plan: GemmPlan, operands: Operands) -> Execute:
     """The real kernel through the Neuron ``nki`` package (imported only here, on a Neuron node)."""
     from trn_burnin import kernel
 
+    entry = getattr(kernel, plan.kernel_name)
+
     def execute(repeat: int) -> np.ndarray:
-        return np.asarray(kernel.burnin_gemm(operands.lhsT_bits, operands.rhs_bits,
-                                             **plan.kernel_kwargs(repeat)))
+        return np.asarray(entry(*operands.inputs.values(), **plan.kernel_kwargs(repeat)))
 
     return execute
 

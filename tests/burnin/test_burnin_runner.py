@@ -116,7 +116,7 @@ def test_worker_runs_the_emulated_kernel_end_to_end():
 
     def emulated(plan, operands):
         kernel = Emulator(NEURONCORE_V3).load_kernel()
-        return lambda repeat: kernel.burnin_gemm(operands.lhsT_bits, operands.rhs_bits, **plan.kernel_kwargs(repeat))
+        return lambda repeat: kernel.burnin_gemm(*operands.inputs.values(), **plan.kernel_kwargs(repeat))
 
     result = run_worker(job, core=3, device=0, executor=emulated)
     assert result.error is None and result.iterations == 2
