@@ -1,10 +1,14 @@
-"""Command line: ``python -m trn_burnin run|plan|cluster-test|worker``. Exit 0 only on a pass."""
+"""Command line: ``python -m trn_burnin run|plan|cluster-test``. Exit 0 only on a pass.
+
+(Worker and compile processes are ``python -m trn_burnin.worker`` and ``python -m trn_burnin.artifacts``,
+which the run starts itself.)"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import sys
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,11 +25,10 @@ from trn_burnin.publish import (DEFAULT_NAMESPACE, ClientFactory, boto3_client_f
                                 parse_s3_uri, put_metrics, put_s3_object, upload_s3, write_local)
 from trn_burnin.rendezvous import (DEFAULT_RENDEZVOUS_SECONDS, LAUNCHER_INDEX, RESULT_NAME, Clock, OpenSsh, Pod,
                                    RunFolder, Ssh, is_ipv4, join, lead)
-from trn_burnin.report import load_schema, validate_report
+from trn_burnin.report_check import load_schema, validate_report
 from trn_burnin.runner import RunOptions, run_burnin, utc_now
 from trn_burnin.verdict import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
 from trn_burnin.workload import DEFAULT_SAMPLE_TILES
-from trn_burnin.worker import WorkerJob, run_worker
 
 DTYPES = ("bf16", "fp8", "mxfp8", "fp32")
 DEFAULT_REPEAT = 4
@@ -187,12 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--region", help="AWS region for S3 (default: the SDK's)")
     cluster.add_argument("--output", type=Path, default=DEFAULT_CLUSTER_TEST_OUTPUT,
                          help="result path (default: %(default)s)")
-
-    # Internal: one physical core, spawned by `run` with NEURON_RT_VISIBLE_CORES set.
-    worker = commands.add_parser("worker")
-    worker.add_argument("--core", type=int, required=True)
-    worker.add_argument("--device", type=int, required=True)
-    worker.add_argument("--job", required=True)
     return parser
 
 
@@ -240,6 +237,11 @@ def _print_plan(spec: InstanceSpec, dtype: str, shape: Sequence[int]) -> None:
     print(f"modelled HBM bytes: {plan.hbm_bytes}")
     print(f"modelled intensity: {plan.intensity:.0f} FLOP/byte "
           f"({dtype} ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte(dtype):.0f})")
+
+
+def _progress(line: str) -> None:
+    """What the run is doing, on stderr: stdout keeps the report's location and the verdict."""
+    print(f"trn-burnin {utc_now()} {line}", file=sys.stderr, flush=True)
 
 
 def _verdict_code(failures: Sequence[Mapping[str, Any]]) -> int:
@@ -319,13 +321,6 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
          ssh: Ssh | None = None, clock: Clock | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        try:
-            job = WorkerJob.from_json(args.job)
-        except (ValueError, TypeError, KeyError) as error:
-            parser.error(f"--job is not a worker job ({type(error).__name__}: {error})")
-        print(json.dumps(run_worker(job, args.core, args.device).to_dict()))
-        return 0
     if args.command == "cluster-test":
         return _cluster_test(parser, args, identity, nccom or NccomTest(), clients, ssh, clock)
     spec, instance_id = _resolve_spec(parser, args, identity)
@@ -337,7 +332,7 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
                                       max_rel_error=args.max_rel_error)
     options = RunOptions(spec, instance_id, args.ultraserver_id, args.dtype, tuple(args.shape), args.repeat,
                          args.warmup, args.duration, args.sample_tiles, args.seed, thresholds)
-    report = run_burnin(options, host or NeuronHost())
+    report = run_burnin(options, host or NeuronHost(), progress=_progress)
     problems = validate_report(report)
     if problems:  # a bug in this package, not in the node: say so loudly
         raise RuntimeError("report does not match its schema: " + "; ".join(problems))

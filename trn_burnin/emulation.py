@@ -19,7 +19,10 @@ and which enforce the documented hardware limits of the catalog's NeuronCore gen
   body that returns nothing and whose tensors do not outlive the loop. The program size
   (``EmulationStats.program_instructions``) counts the body once, whatever the trip count;
 * the constructs the NKI documentation says fail to compile (COMPILE_FAILURES), checked on the
-  kernel's source when it is loaded and on its calls.
+  kernel's source when it is loaded and on its calls;
+* ``NKI_ARTIFACTS_DIR``, read when nki is imported (here: when the kernel is loaded): a kernel run
+  then leaves ``kernel.neff`` there. The emulated NEFF is a JSON stand-in naming the kernel, its
+  compile-time arguments and its inputs (the kernel's parameter names) and output (``output_0``).
 
 A violation raises NkiLimitError. With ``compute=False`` no values are computed: tensors are
 shape-only and the emulator just checks limits and counts DMA bytes and instructions, which is how
@@ -32,21 +35,28 @@ from __future__ import annotations
 import ast
 import enum
 import importlib.util
+import inspect
+import json
 import math
+import os
 import sys
 import types
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from trn_burnin.artifacts import ARTIFACTS_ENV, NEFF_NAME
 from trn_burnin.catalog import NeuronCoreGeneration
 from trn_burnin.numerics import (
     FLOAT8_E4M3, FLOAT8_E4M3FN, MX_GROUP_PARTITIONS, MX_SCALE_BIAS, bf16_values, mx_decode_data, round_bf16,
 )
 
 KERNEL_MODULE = "trn_burnin.kernel"
+EMULATED_NEFF_VERSION = 1
+NEFF_OUTPUT_NAME = "output_0"  # how the nrtpy tutorial's NKI kernel names its returned tensor
 
 
 class NkiLimitError(ValueError):
@@ -114,7 +124,7 @@ COMPILE_FAILURES = {
     "string_buffer": "string buffer names are rejected; use nl.sbuf, nl.psum, nl.shared_hbm (nki/migration/index.rst)",
     "output_buffer": "kernel outputs must be allocated with buffer=nl.shared_hbm (nki/migration/index.rst)",
     "unsupported_op": "works in simulation but fails when compiled (NKI 0.3.0 / 0.4.0 known issues)",
-    "dynamic_range": "removed in NKI 0.7.0: use nl.fori_loop (Neuron 2.33 release notes)",
+    "dynamic_range": "removed in NKI 0.7: use nl.fori_loop (Neuron 2.33 release notes)",
     "loop_variable": "the loop variable is a device register: host-side Python cannot read it, e.g. "
                      "'if i == 0:' (nki/deep-dives/nki-dynamic-loops.rst)",
     "loop_return": "the fori_loop body function cannot return a value (nki/migration/index.rst, "
@@ -314,6 +324,7 @@ class Emulator:
 
     def __init__(self, core: NeuronCoreGeneration, compute: bool = True):
         self.core, self.compute = core, compute
+        self.artifacts_dir: str | None = None  # NKI_ARTIFACTS_DIR as it was when the kernel was loaded
         self._live = {SBUF: 0, PSUM: 0}
         self._peak = {SBUF: 0, PSUM: 0}
         self._counts = dict.fromkeys(
@@ -635,10 +646,20 @@ class Emulator:
                 raise NkiLimitError(COMPILE_FAILURES["output_buffer"])
             if result._home.scope is not None:
                 raise NkiLimitError(COMPILE_FAILURES["loop_tensor"])
+            if self.artifacts_dir:
+                self._write_neff(fn, args, kwargs)
             return np.array(result.data) if self.compute else result.data
 
         run.__wrapped__ = fn
         return run
+
+    def _write_neff(self, fn: Callable, args: tuple, kwargs: dict) -> None:
+        names = list(inspect.signature(fn).parameters)
+        neff = {"emulated_neff": EMULATED_NEFF_VERSION, "core": self.core.name, "kernel": fn.__name__,
+                "inputs": [name for name, a in zip(names, args) if isinstance(a, np.ndarray)],
+                "outputs": [NEFF_OUTPUT_NAME], "kwargs": kwargs,
+                "program_instructions": self._counts["program_instructions"]}
+        Path(self.artifacts_dir, NEFF_NAME).write_text(json.dumps(neff))
 
     def load_kernel(self) -> types.ModuleType:
         """A fresh copy of trn_burnin.kernel executed against these stand-in modules, after its
@@ -648,6 +669,7 @@ class Emulator:
         if found:
             raise NkiLimitError("kernel source would not compile:\n" + "\n".join(found))
         module = importlib.util.module_from_spec(spec)
+        self.artifacts_dir = os.environ.get(ARTIFACTS_ENV)
         fakes = self.modules()
         saved = {name: sys.modules.get(name) for name in fakes}
         sys.modules.update(fakes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from trn_burnin.catalog import BF16, FP8, FP32, MXFP8, InstanceSpec
+from trn_burnin.catalog import BF16, FP8, FP32, MXFP8, OVERRIDES, InstanceSpec
 from trn_burnin.counters import CounterChange, HwErrorLine
 from trn_burnin.discovery import Topology
 from trn_burnin.measure import CoreResult
@@ -75,10 +75,20 @@ def _inventory(evidence: Evidence) -> list[Failure]:
     return failures
 
 
+def _peak_note(evidence: Evidence) -> str:
+    """What to do when the peak a core was held to is one the documents do not settle."""
+    if not evidence.spec.core.peak(evidence.dtype).uncertain:
+        return ""
+    override = next((name for name, field in OVERRIDES.items()
+                     if field == f"{evidence.dtype}_peak_tflops_per_core"), None)
+    where = f": once measured, set catalogOverrides {evidence.spec.key}.{override}" if override else ""
+    return f" (the catalog marks this peak UNCERTAIN{where})"
+
+
 def _core_failures(evidence: Evidence, thresholds: Thresholds) -> list[Failure]:
     peak = evidence.spec.core.peak_tflops_per_core(evidence.dtype)
-    measured = [r for r in evidence.results if r.error is None]
-    median = statistics.median(r.tflops for r in measured) if measured else 0.0
+    measured = [r.tflops for r in evidence.results if r.tflops is not None]
+    median = statistics.median(measured) if measured else 0.0
     failures = []
     for r in evidence.results:
         where = f"core {r.core} (device {r.device})"
@@ -89,12 +99,16 @@ def _core_failures(evidence: Evidence, thresholds: Thresholds) -> list[Failure]:
         if r.error is not None:
             fail("core_error", f"did not complete the burn-in: {r.error}")
             continue
-        if r.tflops < thresholds.min_peak_fraction * peak:
-            fail("throughput_peak", f"reached {r.tflops:.1f} TFLOPS {evidence.dtype}, below "
-                 f"{thresholds.min_peak_fraction:.0%} of the {peak:.1f} TFLOPS per-core peak")
-        if r.tflops < thresholds.min_median_fraction * median:
-            fail("throughput_outlier", f"reached {r.tflops:.1f} TFLOPS, below "
-                 f"{thresholds.min_median_fraction:.0%} of the node median {median:.1f} TFLOPS")
+        if r.measurement_invalid is not None or r.tflops is None:
+            fail("measurement_invalid", f"measurement invalid: {r.measurement_invalid or 'no throughput'}")
+        else:
+            if r.tflops < thresholds.min_peak_fraction * peak:
+                fail("throughput_peak", f"reached {r.tflops:.1f} TFLOPS {evidence.dtype}, below "
+                     f"{thresholds.min_peak_fraction:.0%} of the {peak:.1f} TFLOPS per-core peak"
+                     + _peak_note(evidence))
+            if r.tflops < thresholds.min_median_fraction * median:
+                fail("throughput_outlier", f"reached {r.tflops:.1f} TFLOPS, below "
+                     f"{thresholds.min_median_fraction:.0%} of the node median {median:.1f} TFLOPS")
         if r.nan_count or r.inf_count:
             fail("nan_inf", f"produced {r.nan_count} NaN and {r.inf_count} Inf values")
         if not r.max_rel_error <= thresholds.max_rel_error:
