@@ -15,7 +15,7 @@ import pytest
 from botocore.response import StreamingBody
 
 from tests.gate_fakes import (
-    BUCKET, REQUEST_ID, T0, Aws, body, nodes_report, poll, properties, report, result,
+    BUCKET, REQUEST_ID, RULES, T0, Aws, body, nodes_report, poll, properties, report, result,
 )
 from trn_constructs.validation.handler import index
 
@@ -203,7 +203,7 @@ def test_a_passing_result_completes_the_handover_with_the_bandwidth(monkeypatch)
         outcome = poll(with_cluster_test())
     assert outcome["IsComplete"] is True
     assert outcome["Data"]["Summary"] == (
-        "2/2 nodes passed the burn-in (policy 100%); median chip throughput 76.3% of peak. "
+        f"2/2 nodes passed the burn-in (policy 100%; {RULES}); median chip throughput 76.3% of peak. "
         "Cluster all-reduce across 2 nodes: 171.4 GiB/s bus bandwidth (floor 93.1 GiB/s)"
     )
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from tests.gate_fakes import (
-    BUCKET, PREFIX, REQUEST_ID, RESERVATION, T0, Aws, body, nodes_report, poll, properties, report,
+    BUCKET, PREFIX, REQUEST_ID, RESERVATION, RULES, T0, Aws, body, nodes_report, poll, properties, report,
 )
 from trn_constructs.validation.handler import index
 
@@ -35,7 +35,7 @@ def test_all_nodes_pass(monkeypatch):
     assert result["IsComplete"] is True
     # Each fake core reports 60 TFLOPS against 78.6 TFLOPS peak per NeuronCore-v3.
     assert result["Data"] == {
-        "Summary": "2/2 nodes passed the burn-in (policy 100%); "
+        "Summary": f"2/2 nodes passed the burn-in (policy 100%; {RULES}); "
         "median chip throughput 76.3% of peak. Cluster all-reduce not run: clusterTest is false",
         "ReportLocation": f"s3://{BUCKET}/{PREFIX}",
         "PassedNodes": "2",
@@ -49,7 +49,7 @@ def test_one_failed_node_fails_the_deploy_naming_node_and_reason(monkeypatch):
         with pytest.raises(index.GateFailed) as failed:
             poll()
     message = str(failed.value)
-    assert message.startswith("Burn-in gate failed: 1/2 nodes passed the burn-in (policy 100%)")
+    assert message.startswith(f"Burn-in gate failed: 1/2 nodes passed the burn-in (policy 100%; {RULES})")
     assert "Failed nodes: i-0bbb: " in message
     assert "core 5" in message
     assert "i-0aaa:" not in message
@@ -89,7 +89,7 @@ def test_policy_below_one_accepts_a_failed_node_and_says_so(monkeypatch):
         nodes_report(aws, passed=("i-0aaa",), slow=("i-0bbb",))
         result = poll(properties(MinHealthyFraction="0.5"))
     summary = result["Data"]["Summary"]
-    assert summary.startswith("1/2 nodes passed the burn-in (policy 50%)")
+    assert summary.startswith(f"1/2 nodes passed the burn-in (policy 50%; {RULES})")
     assert ". Accepted failures: i-0bbb: " in summary
 
 
@@ -118,7 +118,7 @@ def test_a_node_replaced_after_failing_is_named_but_its_replacement_counts(monke
         )
         summary = poll()["Data"]["Summary"]
     assert summary.startswith(
-        "2/2 nodes passed the burn-in (policy 100%); median chip throughput 76.3% of peak; "
+        f"2/2 nodes passed the burn-in (policy 100%; {RULES}); median chip throughput 76.3% of peak; "
         "replaced after failing the burn-in: i-0bbb: core 5"
     )
     assert "i-0ddd" not in summary
@@ -130,3 +130,28 @@ def test_too_few_instances_at_the_deadline_fails(monkeypatch):
         aws.reports(("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0))
         with pytest.raises(index.GateFailed, match="only 1 of 2 instances were running"):
             poll()
+
+
+def _passed_as_string(document):
+    document["verdict"].update(passed="false", failures=[])
+    return document
+
+
+@pytest.mark.parametrize("written, reason", [
+    (_passed_as_string, "does not match report_schema.json: $.verdict.passed: expected boolean, got str"),
+    (lambda document: [document], "a JSON array, not an object"),
+    (lambda document: None, "a JSON null, not an object"),
+    (lambda document: "passed", "a JSON string, not an object"),
+], ids=["passed is a string", "array", "null", "string"])
+def test_a_report_that_is_not_a_report_fails_only_its_node(monkeypatch, written, reason):
+    with Aws(monkeypatch, T0) as aws:
+        aws.running("i-0aaa", "i-0bbb")
+        aws.reports(
+            ("i-0aaa-20261122T081000Z.json", body(report("i-0aaa")), T0),
+            ("i-0bbb-20261122T081000Z.json", body(written(report("i-0bbb"))), T0),
+        )
+        # with a policy of half the nodes the handover still succeeds, naming the node and why
+        summary = poll(properties(MinHealthyFraction="0.5"))["Data"]["Summary"]
+    assert summary.startswith(f"1/2 nodes passed the burn-in (policy 50%; {RULES})")
+    assert (f"Accepted failures: i-0bbb: unreadable report s3://{BUCKET}/{PREFIX}i-0bbb-20261122T081000Z.json "
+            f"({reason})") in summary

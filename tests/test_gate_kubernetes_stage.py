@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from botocore.response import StreamingBody
 
-from tests.gate_fakes import BUCKET, REQUEST_ID, T0, Aws, nodes_report, poll, properties, result
+from tests.gate_fakes import BUCKET, REQUEST_ID, RULES, T0, Aws, nodes_report, poll, properties, result
 from trn_constructs.validation.handler import index
 
 RUN = "cluster-test/0123456789ab/"
@@ -56,7 +56,7 @@ def test_stage_one_hands_over_the_count_and_a_run_id_and_leaves_the_verdict_to_s
     with Aws(monkeypatch, T0) as aws:
         nodes_report(aws, passed=("i-0aaa", "i-0bbb"))
         data = poll({**props, "ClusterTestRunsNext": {"Fingerprint": "5e1f0c2a9b3d4e6f", "Seconds": "1500"}})["Data"]
-    assert data["Summary"] == "2/2 nodes passed the burn-in (policy 100%); median chip throughput 76.3% of peak"
+    assert data["Summary"] == f"2/2 nodes passed the burn-in (policy 100%; {RULES}); median chip throughput 76.3% of peak"
     assert data["PassedNodes"] == "2"
     assert data["RunId"] == index.run_id(REQUEST_ID)
     assert re.fullmatch("[0-9a-f]{12}", data["RunId"])

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match
@@ -13,12 +17,14 @@ from aws_cdk.assertions import Match
 from tests.burnin.nccom_emulation import EmulatedNccomTest
 from tests.burnin.rendezvous_fakes import FakeNetwork, FakeS3, FakeSsh
 from tests.conftest import synth
+from tests.gate_fakes import report as gate_report
 from tests.test_eks_manifests import applied_manifests, resolved
 from trn_burnin import cli
 from trn_burnin.catalog import CATALOG
 from trn_constructs.eks.scheduling import BURN_IN_TAINT_EFFECT, BURN_IN_TAINT_KEY
 from trn_constructs.slurm.cluster_config import QUEUE_NAME
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME, Clock
+from trn_burnin.report_check import GATE_FILES
 from trn_constructs.validation import CLUSTER_TEST_PREFIX, NODE_LAUNCHER, REPORTS_PREFIX
 from trn_constructs.validation.eks import (
     BURN_IN_IMAGE, CLUSTER_TEST_IMAGE, CLUSTER_TEST_SERVICE_ACCOUNT, NAMESPACE, SERVICE_ACCOUNT,
@@ -75,6 +81,47 @@ def test_gate_waits_for_the_slurm_cluster(slurm):
 def test_gate_waits_for_the_eks_burn_in_pods(eks):
     _, gate = gate_of(eks)
     assert any(name.startswith("EksClustermanifestBurnIn") for name in gate["DependsOn"])
+
+
+def _gate_asset(synthesized) -> Path:
+    (function,) = [r for r in synthesized.template_json["Resources"].values()
+                   if r["Type"] == "AWS::Lambda::Function" and r["Properties"].get("Handler") == "index.is_complete"]
+    return synthesized.outdir / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
+
+
+# What the gate's function runs: only its asset on the path (numpy and the CDK unimportable), as in
+# Lambda's Python runtime with boto3; it reads one real report and one that is a JSON array.
+_IN_LAMBDA = """
+import json, sys
+sys.modules["numpy"] = sys.modules["aws_cdk"] = None
+sys.path[:] = [p for p in sys.path if p.rstrip("/") != sys.argv[1]]  # the repository's own packages
+import index
+
+class S3:
+    def __init__(self, body):
+        self.body = body
+    def get_object(self, Bucket, Key):
+        return {"Body": type("Body", (), {"read": lambda _: self.body})()}
+
+for name in sys.argv[2:]:
+    outcome = index.read_outcome(S3(open(name, "rb").read()), "b", "k.json", "i-0aaa")
+    print(json.dumps([outcome.passed, outcome.reasons[0]]))
+"""
+
+
+def test_the_gate_function_ships_trn_burnins_checker_and_schema_and_needs_nothing_else(slurm, tmp_path):
+    asset = _gate_asset(slurm)
+    shipped = sorted(str(path.relative_to(asset)) for path in asset.rglob("*") if path.is_file())
+    assert shipped == ["index.py", *(f"trn_burnin/{name}" for name in GATE_FILES)]
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(gate_report("i-0aaa")))
+    bad.write_text("[]")
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", _IN_LAMBDA, str(Path(__file__).resolve().parent.parent),
+                           str(good), str(bad)], cwd=asset, env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [
+        [True, "passed"], [False, "unreadable report s3://b/k.json (a JSON array, not an object)"]]
 
 
 def test_gate_handlers_poll_on_a_schedule_and_read_only_what_they_need(slurm):

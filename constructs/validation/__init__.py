@@ -23,6 +23,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from trn_burnin.publish import DEFAULT_NAMESPACE
+from trn_burnin.report_check import GATE_FILES
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
@@ -268,7 +269,8 @@ class HandoverGate(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._artifacts = artifacts
-        code = handler_code(HERE / "handler")
+        # The handler reads node reports with trn_burnin's own strict checker and schema.
+        code = handler_code(HERE / "handler", [BURN_IN_PACKAGE_DIR / name for name in GATE_FILES])
         on_event, is_complete = (
             handler_function(
                 self,

@@ -42,8 +42,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+from trn_burnin.report_check import UnreadableReport, read_node_report
 
-REPORT_SCHEMA_VERSION = 1
 CLUSTER_RESULT_SCHEMA_VERSION = 1
 JOB_ENVIRONMENT = (
     "HOME=/root,PATH=/opt/slurm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -182,6 +182,7 @@ class NodeOutcome:
     passed: bool
     reasons: tuple[str, ...]
     chip_fractions_of_peak: tuple[float, ...] = ()
+    thresholds: str = ""  # the per-core rules its report was judged by
 
     def describe(self) -> str:
         return f"{self.instance_id}: " + "; ".join(self.reasons[:MAX_REASONS_PER_NODE])
@@ -312,22 +313,13 @@ def newest_outcomes(
 
 
 def read_outcome(s3: Any, bucket: str, key: str, instance_id: str) -> NodeOutcome:
-    body = read_object(s3, bucket, key)
+    """A node's report, read strictly by trn_burnin's own checker (shipped with this function)."""
     try:
-        report = json.loads(body)
-        if report.get("schema_version") != REPORT_SCHEMA_VERSION:
-            raise ValueError(f"schema_version {report.get('schema_version')!r}")
-        verdict = report["verdict"]
-        peak_per_chip = (
-            report["thresholds"]["peak_tflops_per_core"] * report["expected"]["cores_per_device"]
-        )
-        fractions = tuple(chip["tflops"] / peak_per_chip for chip in report["chips"])
-        reasons = tuple(failure["message"] for failure in verdict["failures"])
-        return NodeOutcome(instance_id, bool(verdict["passed"]), reasons or ("passed",), fractions)
-    except (ValueError, KeyError, TypeError, ZeroDivisionError) as error:
-        return NodeOutcome(
-            instance_id, False, (f"unreadable report s3://{bucket}/{key} ({error})",)
-        )
+        reading = read_node_report(read_object(s3, bucket, key))
+    except UnreadableReport as error:
+        return NodeOutcome(instance_id, False, (f"unreadable report s3://{bucket}/{key} ({error})",))
+    return NodeOutcome(instance_id, reading.passed, reading.reasons or ("passed",),
+                       reading.chip_fractions_of_peak, reading.thresholds)
 
 
 def decide(
@@ -342,9 +334,11 @@ def decide(
     healthy_fraction = len(passed) / settings.expected_nodes
     fractions = [f for o in passed for f in o.chip_fractions_of_peak]
     median = f"{100 * statistics.median(fractions):.1f}%" if fractions else "n/a"
+    rules = sorted({o.thresholds for o in outcomes if o.thresholds})
     summary = (
         f"{len(passed)}/{settings.expected_nodes} nodes passed the burn-in "
-        f"(policy {settings.min_healthy_fraction:.0%}); median chip throughput {median} of peak"
+        f"(policy {settings.min_healthy_fraction:.0%}; {' | '.join(rules) or 'no readable report'}); "
+        f"median chip throughput {median} of peak"
     )
     if running < settings.expected_nodes:
         summary += f"; only {running} of {settings.expected_nodes} instances were running"
