@@ -22,6 +22,7 @@ from aws_cdk.aws_logs import RetentionDays
 from trn_burnin.catalog import (
     CATALOG, OVERRIDES, CatalogOverrideError, InstanceSpec, apply_overrides, find_by_instance_type,
 )
+from trn_burnin.thresholds import DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION
 
 T = TypeVar("T")
 
@@ -154,6 +155,9 @@ class BurnInConfig:
     # CloudFormation waits at most an hour for one resource.
     timeout_minutes: int
     min_healthy_fraction: float
+    # Each core must reach this share of the catalog's per-core peak, and of its node's median core.
+    min_peak_fraction: float
+    min_median_fraction: float
     # Second gate stage: nccom-test all-reduce across the passed nodes (2+ nodes).
     cluster_test: bool
     # Floor for its bus bandwidth, as a share of the catalog's EFA line rate per instance.
@@ -335,6 +339,8 @@ SETTINGS: Mapping[str, Any] = {
     "burnInDurationSeconds": 180,
     "burnInTimeoutMinutes": 45,
     "burnInMinHealthyFraction": 1.0,
+    "burnInMinPeakFraction": DEFAULT_MIN_PEAK_FRACTION,
+    "burnInMinMedianFraction": DEFAULT_MIN_MEDIAN_FRACTION,
     "clusterTest": True,
     "clusterTestMinBusBandwidthFraction": 0.25,
     "eksKubernetesVersion": "1.34",
@@ -595,6 +601,10 @@ def _parse_burn_in(ctx: _Context, instance: InstanceSpec) -> BurnInConfig:
         timeout_minutes=ctx.bounded_integer("burnInTimeoutMinutes", 30, 55),
         min_healthy_fraction=ctx.fraction(
             "burnInMinHealthyFraction", SETTINGS["burnInMinHealthyFraction"]
+        ),
+        min_peak_fraction=ctx.fraction("burnInMinPeakFraction", SETTINGS["burnInMinPeakFraction"]),
+        min_median_fraction=ctx.fraction(
+            "burnInMinMedianFraction", SETTINGS["burnInMinMedianFraction"]
         ),
         cluster_test=ctx.boolean("clusterTest", SETTINGS["clusterTest"]),
         cluster_test_min_bus_bandwidth_fraction=ctx.fraction(

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 from tests.burnin.fakes import FakeHost, healthy_result
 from trn_burnin.catalog import CATALOG
 from trn_burnin.runner import RunOptions, run_burnin
-from trn_burnin.verdict import Thresholds
+from trn_burnin.thresholds import Thresholds
 from trn_constructs.validation.handler import index
 
 RESERVATION = "cr-0123456789abcdef0"

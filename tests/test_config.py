@@ -211,6 +211,12 @@ def test_cdk_internal_context_keys_are_not_settings():
     assert config.account == "123456789012"
 
 
+def test_per_core_thresholds_default_to_the_burn_ins_own():
+    config = parse()
+    assert (config.burn_in.min_peak_fraction, config.burn_in.min_median_fraction) == (0.7, 0.9)
+    assert parse(burnInMinPeakFraction="0.6").burn_in.min_peak_fraction == 0.6
+
+
 def test_burn_in_settings_and_trn3_mxfp8():
     config = parse(burnInDtype="mxfp8", burnInMinHealthyFraction="0.75")
     assert config.burn_in.dtype == "mxfp8"  # the default trn3 entry has nc_matmul_mx
@@ -253,6 +259,19 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
             {"clusterTestMinBusBandwidthFraction": 1.5},
             "setting 'clusterTestMinBusBandwidthFraction': got 1.5; allowed: a number greater "
             "than 0 and at most 1",
+        ),
+        (
+            {"burnInMinPeakFraction": 1.5},
+            "setting 'burnInMinPeakFraction': got 1.5; allowed: a number greater than 0 and at most 1",
+        ),
+        (
+            {"burnInMinPeakFraction": "seventy"},
+            "setting 'burnInMinPeakFraction': got 'seventy'; allowed: a number greater than 0 and at "
+            "most 1",
+        ),
+        (
+            {"burnInMinMedianFraction": 0},
+            "setting 'burnInMinMedianFraction': got 0; allowed: a number greater than 0 and at most 1",
         ),
         (
             {"clusterTest": "maybe"},

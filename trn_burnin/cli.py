@@ -27,7 +27,7 @@ from trn_burnin.rendezvous import (DEFAULT_RENDEZVOUS_SECONDS, LAUNCHER_INDEX, R
                                    RunFolder, Ssh, is_ipv4, join, lead)
 from trn_burnin.report_check import load_schema, validate_report
 from trn_burnin.runner import RunOptions, run_burnin, utc_now
-from trn_burnin.verdict import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
+from trn_burnin.thresholds import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
 from trn_burnin.workload import DEFAULT_SAMPLE_TILES
 
 DTYPES = ("bf16", "fp8", "mxfp8", "fp32")

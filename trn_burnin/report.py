@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from trn_burnin.report_check import PLAUSIBLE_PEAK_MULTIPLE, SCHEMA_VERSION
-from trn_burnin.verdict import Evidence, Failure, Thresholds
+from trn_burnin.thresholds import Thresholds
+from trn_burnin.verdict import Evidence, Failure
 
 
 @dataclass(frozen=True)

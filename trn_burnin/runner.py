@@ -17,7 +17,8 @@ from trn_burnin.measure import CoreResult
 from trn_burnin.plan import plan_gemm
 from trn_burnin.processes import Progress
 from trn_burnin.report import NodeIdentity, build_report
-from trn_burnin.verdict import Evidence, Failure, Thresholds, evaluate
+from trn_burnin.thresholds import Thresholds
+from trn_burnin.verdict import Evidence, Failure, evaluate
 from trn_burnin.worker import NRTPY, WorkerJob
 
 

@@ -172,6 +172,8 @@ class BurnInArtifacts(Construct):
             *catalog_arguments(capacity),
             "--dtype", burn_in.dtype,
             "--duration", str(burn_in.duration_seconds),
+            "--min-peak-fraction", str(burn_in.min_peak_fraction),
+            "--min-median-fraction", str(burn_in.min_median_fraction),
             "--cluster-name", self.cluster_name,
         ]  # fmt: skip
 

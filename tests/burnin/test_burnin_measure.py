@@ -16,7 +16,7 @@ from trn_burnin.catalog import BF16, CATALOG, NEURONCORE_V3
 from trn_burnin.measure import DEVICE, DEVICE_BATCH, HOST, DeviceTimingUnavailable, burn_core
 from trn_burnin.plan import DEFAULT_SHAPE, plan_gemm
 from trn_burnin.runner import RunOptions, run_burnin
-from trn_burnin.verdict import Thresholds
+from trn_burnin.thresholds import Thresholds
 from trn_burnin.workload import ReferenceTile
 
 PLAN = plan_gemm(NEURONCORE_V3, BF16, *DEFAULT_SHAPE)

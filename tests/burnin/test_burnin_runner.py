@@ -19,7 +19,7 @@ from trn_burnin.measure import DeviceTimingUnavailable, burn_core
 from trn_burnin.plan import plan_gemm
 from trn_burnin.report_check import load_schema, validate_report
 from trn_burnin.runner import RunOptions, run_burnin
-from trn_burnin.verdict import Thresholds
+from trn_burnin.thresholds import Thresholds
 from trn_burnin.worker import NRTPY, NkiKernel, WorkerJob, run_worker
 from trn_burnin.workload import make_operands, reference_tiles
 

@@ -18,7 +18,7 @@ from trn_burnin.report_check import (
     validate_report,
 )
 from trn_burnin.runner import RunOptions, run_burnin
-from trn_burnin.verdict import Thresholds
+from trn_burnin.thresholds import Thresholds
 
 # Every keyword the subset validator understands; a schema using another one needs the validator
 # extended first (annotations such as title and description change nothing).
