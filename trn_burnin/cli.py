@@ -158,8 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster-name", help="also a ClusterName dimension on every metric")
     run.add_argument("--region", help="AWS region for S3 and CloudWatch (default: the SDK's)")
 
-    plan = commands.add_parser("plan", help="print the GEMM plan and its modelled arithmetic intensity")
-    _add_target(plan)
+    plan = commands.add_parser(
+        "plan", help="print, per catalog entry and data type, the cores, the peak and threshold TFLOPS per core, "
+                     "the data type's roofline ridge and the planned GEMM's intensity; reads no instance metadata")
+    _add_instance(plan)
+    plan.add_argument("--dtype", choices=DTYPES, help="only this data type (default: every one the core runs)")
+    plan.add_argument("--shape", type=_positive_int, nargs=3, metavar=("M", "K", "N"), default=list(DEFAULT_SHAPE),
+                      help="GEMM shape (default: %(default)s)")
+    plan.add_argument("--min-peak-fraction", type=_fraction, default=DEFAULT_MIN_PEAK_FRACTION, metavar="X",
+                      help="the threshold shown: X of the per-core peak (default: %(default)s)")
 
     cluster = commands.add_parser(
         "cluster-test", help="run the nccom-test all-reduce across nodes, in a Slurm job or across pods that "
@@ -230,13 +237,41 @@ def _resolve_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return spec, instance_id
 
 
-def _print_plan(spec: InstanceSpec, dtype: str, shape: Sequence[int]) -> None:
-    plan = plan_gemm(spec.core, dtype, *shape)
-    for key, value in plan.to_dict().items():
-        print(f"{key}: {value}")
-    print(f"modelled HBM bytes: {plan.hbm_bytes}")
-    print(f"modelled intensity: {plan.intensity:.0f} FLOP/byte "
-          f"({dtype} ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte(dtype):.0f})")
+def _plan_table(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The catalog as the burn-in sees it: per entry and data type, what a core must reach."""
+    try:
+        catalog = apply_overrides(args.catalog_overrides)
+    except (ValueError, TypeError) as error:
+        parser.error(f"--catalog-overrides: {error}")
+    specs = [s for s in catalog.values() if args.instance_type in (None, s.instance_type)]
+    if not specs:
+        parser.error(f"instance type {args.instance_type!r} is not in the catalog "
+                     f"({', '.join(s.instance_type for s in catalog.values())})")
+    print(f"GEMM {' x '.join(map(str, args.shape))} (M x K x N); threshold = {args.min_peak_fraction:g} x peak")
+    print(f"{'entry':<10} {'instance type':<15} {'core':<4} {'cores':>5} {'dtype':<6} {'peak TF':>8} "
+          f"{'thresh TF':>9} {'ridge':>6} {'planned':>8} {'x ridge':>7}  blocks MxNxK")
+    sources = {}
+    for spec in specs:
+        for dtype in spec.core.supported_dtypes if args.dtype is None else (args.dtype,):
+            if dtype not in spec.core.supported_dtypes:
+                continue
+            peak, ridge = spec.core.peak(dtype), spec.core.ridge_flop_per_byte(dtype)
+            try:
+                plan = plan_gemm(spec.core, dtype, *args.shape)
+                planned = f"{plan.intensity:>8.0f} {plan.intensity / ridge:>7.2f}  " \
+                          f"{plan.block_m}x{plan.block_n}x{plan.block_k}"
+            except ValueError as error:
+                planned = f"{'-':>8} {'-':>7}  {error}"
+            mark = "?" if peak.uncertain else " "
+            print(f"{spec.key:<10} {spec.instance_type:<15} {spec.core.name:<4} {spec.neuron_cores_per_instance:>5} "
+                  f"{dtype:<6} {peak.tflops:>7.1f}{mark} {args.min_peak_fraction * peak.tflops:>9.1f} "
+                  f"{ridge:>6.0f} {planned}")
+            sources[(spec.core.name, dtype, peak.source)] = None
+    print("peak per core (? = UNCERTAIN, overridable with --catalog-overrides); ridge and planned in FLOP per "
+          "HBM byte, ridge = peak / (chip HBM bandwidth / cores per chip); sources:")
+    for core, dtype, source in sources:
+        print(f"  {core} {dtype}: {source}")
+    return 0
 
 
 def _progress(line: str) -> None:
@@ -323,10 +358,9 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
     args = parser.parse_args(argv)
     if args.command == "cluster-test":
         return _cluster_test(parser, args, identity, nccom or NccomTest(), clients, ssh, clock)
-    spec, instance_id = _resolve_spec(parser, args, identity)
     if args.command == "plan":
-        _print_plan(spec, args.dtype, args.shape)
-        return 0
+        return _plan_table(parser, args)
+    spec, instance_id = _resolve_spec(parser, args, identity)
     thresholds = Thresholds.for_dtype(args.dtype, min_peak_fraction=args.min_peak_fraction,
                                       min_median_fraction=args.min_median_fraction,
                                       max_rel_error=args.max_rel_error)

@@ -64,6 +64,9 @@ def run_burnin(options: RunOptions, host: DeviceLayer, now: Callable[[], str] = 
     except (DeviceError, DiscoveryError) as error:
         topology = Topology(())
         discovery_failures = (Failure("discovery", f"could not list Neuron devices: {error}"),)
+    progress(f"{len(topology.devices)} Neuron devices, {len(topology.cores)} NeuronCores; {options.dtype} GEMM "
+             f"{plan.m}x{plan.k}x{plan.n}, {options.repeat} per launch; workers run the kernel with {loader.kind}"
+             + (f" ({loader.note})" if loader.note else ""))
     before = host.hw_counters()
     compiled: tuple[CompiledVariant, ...] = ()
     results: tuple[CoreResult, ...] = ()

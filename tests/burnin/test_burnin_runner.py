@@ -1,6 +1,7 @@
 """The runner's logic against fake nodes: discovery, evidence, verdicts, report schema, CLI."""
 
 import json
+import re
 import sys
 from dataclasses import replace
 
@@ -272,7 +273,9 @@ def test_the_kernel_is_compiled_once_for_the_node_before_the_workers_load_it(trn
     assert worker_job.loader == "nrtpy" and sorted(worker_job.neffs) == ["1", "4"]
     assert report["kernel"]["loader"]["kind"] == "nrtpy"
     assert [c["repeat"] for c in report["kernel"]["compiled"]] == [1, 4]
-    assert report["cores"][0]["timing"] == "device" and lines == ["done: 128 of 128 cores"]
+    assert report["cores"][0]["timing"] == "device"
+    assert lines == ["16 Neuron devices, 128 NeuronCores; bf16 GEMM 4096x4096x4096, 4 per launch; workers run the "
+                     "kernel with nrtpy", "done: 128 of 128 cores"]
 
 
 def test_a_kernel_that_does_not_compile_fails_the_node_before_any_core_runs(trn2, fake_host):
@@ -390,6 +393,25 @@ def test_cli_run_writes_report_and_exits_by_verdict(tmp_path, fake_host, capsys,
     assert "core 9 (device 1) max relative error" in capsys.readouterr().out
 
 
+def test_cli_run_shows_progress_on_stderr(tmp_path, fake_host, capsys):
+    assert main(["run", "--instance-type", "trn2.48xlarge", "--instance-id", "i-1", "--output",
+                 str(tmp_path / "r.json")], host=fake_host, identity=pytest.fail) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"^trn-burnin \S+Z 16 Neuron devices, 128 NeuronCores", err, re.M)
+    assert re.search(r"^trn-burnin \S+Z done: 128 of 128 cores$", err, re.M)
+    assert out.splitlines()[-1] == "PASS" and "done:" not in out
+
+
+def test_cli_plan_prints_what_each_core_must_reach_per_catalog_entry(capsys):
+    assert main(["plan", "--catalog-overrides", '{"trn3-gen1": {"instanceType": "trn3u.48xlarge"}}'],
+                identity=pytest.fail) == 0
+    rows = {tuple(line.split()[:2] + line.split()[4:5]): line.split() for line in capsys.readouterr().out.splitlines()}
+    assert rows[("trn2", "trn2.48xlarge", "fp32")][3:10] == ["128", "fp32", "20.0", "14.0", "55", "228", "4.12"]
+    assert rows[("trn3-gen1", "trn3u.48xlarge", "fp8")][5] == "157.3?"  # the UNCERTAIN peak
+    assert rows[("trn3-gen1", "trn3u.48xlarge", "mxfp8")][6:10] == ["220.2", "514", "669", "1.30"]
+    assert rows[("trn3-gen2", "trn3p.16xlarge", "bf16")][3] == "32"
+
+
 def test_cli_reads_identity_from_metadata(tmp_path, fake_host):
     assert main(["run", "--output", str(tmp_path / "r.json")], host=fake_host,
                 identity=lambda: ("trn2.48xlarge", "i-9")) == 0
@@ -405,7 +427,9 @@ def test_cli_reads_identity_from_metadata(tmp_path, fake_host):
      "K=100 must be a multiple"),
     (["run", "--min-peak-fraction", "1.5"], "between 0 and 1"),
     (["run", "--s3-uri", "bucket/key"], "expected s3://bucket"),
-    (["plan"], "could not read instance metadata"),
+    (["plan", "--instance-type", "p5.48xlarge"], "'p5.48xlarge' is not in the catalog"),
+    (["plan", "--catalog-overrides", '{"trn2": {"efaNetworkCards": 0}}'],
+     "--catalog-overrides: trn2.efaNetworkCards: got 0; allowed: a whole number 1-32"),
 ])
 def test_cli_usage_errors_are_messages_not_tracebacks(argv, message, capsys):
     def no_metadata():
