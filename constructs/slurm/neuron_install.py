@@ -15,6 +15,9 @@ NEURON_INSTALL_SCRIPT = Path(__file__).resolve().parent / "node" / "install_neur
 # The burn-in bootstrap runs the newest /opt/aws_neuronx_venv_*/bin/python (the DLAMI's naming):
 # this name sorts after the DLAMI's framework venvs should an image have both.
 NEURON_VENV = "/opt/aws_neuronx_venv_trn_kit"
+# nrtpy's own venv, outside that glob so the bootstrap never takes it for the nki one; the burn-in
+# looks for it here (trn_burnin.device.KIT_NRTPY_PYTHON).
+NRTPY_VENV = "/opt/trn-kit/nrtpy-venv"
 
 
 def neuron_install(versions: ImageVersions) -> NodeScript:
@@ -26,4 +29,7 @@ def neuron_install(versions: ImageVersions) -> NodeScript:
     python_packages = {**versions.neuron_python_packages, **versions.burn_in_python_packages}
     for name, version in python_packages.items():
         args += ["--pip", f"{name}=={version}"]
+    args += ["--runtime-venv", NRTPY_VENV]
+    for name, version in versions.neuron_runtime_python_packages.items():
+        args += ["--runtime-pip", f"{name}=={version}"]
     return NodeScript(path=NEURON_INSTALL_SCRIPT, args=tuple(args))
