@@ -20,7 +20,10 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from aws_cdk.aws_logs import RetentionDays
 
-from trn_burnin.catalog import CATALOG, InstanceSpec, apply_overrides, find_by_instance_type
+from trn_burnin.catalog import (
+    CATALOG, OVERRIDES, CatalogOverrideError, InstanceSpec, apply_overrides, find_by_instance_type,
+)
+from trn_burnin.thresholds import DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION
 from trn_constructs.timeline import HANDOVER_MAX_MINUTES, SAFETY, Budgets
 # The purchase handler's own limits, so synth rejects what the deployment would.
 from trn_constructs.capacity_purchase.handler.capacity_block import request as rules
@@ -71,12 +74,6 @@ REGION_AZ_LETTERS: Mapping[str, str] = {
 }
 
 _SUBNET_ID = r"subnet-[0-9a-f]{8}([0-9a-f]{9})?"
-
-_CATALOG_OVERRIDE_KEYS = {
-    "instanceType": "instance_type",
-    "ultraserverType": "ultraserver_type",
-    "efaNetworkCards": "efa_network_cards",
-}
 
 
 @dataclass(frozen=True)
@@ -356,8 +353,8 @@ SETTINGS: Mapping[str, Any] = {
     "burnInHealthyUnit": "node",
     "burnInReplaceFailedNodes": True,
     "burnInMaxReplacements": 1,
-    "burnInMinPeakFraction": 0.70,
-    "burnInMinMedianFraction": 0.90,
+    "burnInMinPeakFraction": DEFAULT_MIN_PEAK_FRACTION,
+    "burnInMinMedianFraction": DEFAULT_MIN_MEDIAN_FRACTION,
     "clusterTest": True,
     "clusterTestMinBusBandwidthFraction": 0.25,
     "eksKubernetesVersion": "1.34",
@@ -388,22 +385,17 @@ def _check_unknown_settings(raw: Mapping[str, Any]) -> None:
 def _parse_catalog(ctx: _Context) -> Mapping[str, InstanceSpec]:
     overrides = ctx.mapping(
         "catalogOverrides",
-        lambda v: isinstance(v, dict) and set(v) <= set(_CATALOG_OVERRIDE_KEYS),
+        lambda v: isinstance(v, dict) and set(v) <= set(OVERRIDES),
         f"an object keyed by catalog entry ({', '.join(CATALOG)}) whose values set "
-        f"{', '.join(_CATALOG_OVERRIDE_KEYS)}",
+        f"{', '.join(OVERRIDES)}",
     )
     unknown = sorted(set(overrides) - set(CATALOG))
     if unknown:
         raise _fail("catalogOverrides", unknown[0], f"catalog entries {', '.join(CATALOG)}")
-    renamed = {
-        key: {_CATALOG_OVERRIDE_KEYS[field]: value for field, value in fields.items()}
-        for key, fields in overrides.items()
-    }
-    for key, fields in renamed.items():
-        cards = fields.get("efa_network_cards")
-        if cards is not None and not (isinstance(cards, int) and 1 <= cards <= 32):
-            raise _fail(f"catalogOverrides.{key}.efaNetworkCards", cards, "a whole number 1-32")
-    return apply_overrides(renamed)
+    try:
+        return apply_overrides(overrides)
+    except CatalogOverrideError as error:
+        raise _fail(f"catalogOverrides.{error.key}.{error.field}", error.value, error.allowed) from None
 
 
 def _parse_capacity(ctx: _Context, catalog: Mapping[str, InstanceSpec]) -> CapacityConfig:

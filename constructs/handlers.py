@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from aws_cdk import CustomResource, Duration, RemovalPolicy
+import jsii
+from aws_cdk import (
+    AssetHashType,
+    BundlingOptions,
+    CustomResource,
+    DockerImage,
+    Duration,
+    ILocalBundling,
+    RemovalPolicy,
+)
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -23,9 +33,54 @@ from trn_constructs.findings import (
 HANDLER_RUNTIME = lambda_.Runtime.PYTHON_3_14
 
 
-def handler_code(directory: Path) -> lambda_.Code:
-    """A handler directory as a Lambda asset, without interpreter caches."""
-    return lambda_.Code.from_asset(str(directory), exclude=["__pycache__", "*.pyc"])
+# Bundling below is local only; the API wants an image all the same, and it is never pulled.
+_UNUSED_BUNDLING_IMAGE = "public.ecr.aws/sam/build-python3.14"
+
+
+@jsii.implements(ILocalBundling)
+class _WithPackageFiles:
+    """Local bundling: the handler directory (as the package ``package`` when given), plus files of
+    the repository's own packages placed under their package's name (``trn_burnin/report_check.py``),
+    as the handler imports them, plus ``generated`` files (relative path -> text)."""
+
+    def __init__(self, directory: Path, files: Sequence[Path], package: str | None, generated: Mapping[str, str]):
+        self.directory, self.files, self.package, self.generated = directory, tuple(files), package, dict(generated)
+
+    def try_bundle(self, output_dir: str, *_: Any) -> bool:
+        out = Path(output_dir)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(self.directory, out / (self.package or ""), dirs_exist_ok=True, ignore=ignore)
+        for file in self.files:
+            target = out / file.parent.name / file.name
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy2(file, target)
+        for relative, text in self.generated.items():
+            (out / relative).write_text(text)
+        return True
+
+
+def handler_code(
+    directory: Path,
+    package_files: Sequence[Path] = (),
+    *,
+    package: str | None = None,
+    generated: Mapping[str, str] | None = None,
+) -> lambda_.Code:
+    """A handler directory as a Lambda asset, without interpreter caches. ``package_files`` (files
+    of a package of this repository, e.g. trn_burnin/report_check.py) are added under the package's
+    directory; ``package`` puts the handler itself in a package of that name (its modules import
+    each other relatively); ``generated`` adds files written at synth. The asset's hash is then that
+    of its contents, so a change to any of them redeploys it."""
+    if not (package_files or package or generated):
+        return lambda_.Code.from_asset(str(directory), exclude=["__pycache__", "*.pyc"])
+    return lambda_.Code.from_asset(
+        str(directory),
+        asset_hash_type=AssetHashType.OUTPUT,
+        bundling=BundlingOptions(
+            image=DockerImage.from_registry(_UNUSED_BUNDLING_IMAGE),
+            local=_WithPackageFiles(directory, package_files, package, generated or {}),
+        ),
+    )
 
 
 def handler_function(

@@ -49,6 +49,7 @@ class ImageVersions:
     neuron_sdk_release: str
     neuron_packages: Mapping[str, str]
     neuron_python_packages: Mapping[str, str]
+    neuron_runtime_python_packages: Mapping[str, str]  # nrtpy, apart from nki
     efa_installer_version: str
     efa_installer_sha256: str
     burn_in_python_packages: Mapping[str, str]
@@ -60,6 +61,7 @@ class ImageVersions:
             neuron_sdk_release=raw["neuronSdkRelease"],
             neuron_packages=raw["neuronPackages"],
             neuron_python_packages=raw["neuronPythonPackages"],
+            neuron_runtime_python_packages=raw["neuronRuntimePythonPackages"],
             efa_installer_version=raw["efaInstaller"]["version"],
             efa_installer_sha256=raw["efaInstaller"]["sha256"],
             burn_in_python_packages=raw["burnInPythonPackages"],

@@ -96,6 +96,7 @@ def test_pinned_versions_appear_in_one_place_only():
     pins = [
         *versions.neuron_packages.values(),
         *versions.neuron_python_packages.values(),
+        *versions.neuron_runtime_python_packages.values(),
         versions.efa_installer_sha256,
         versions.efa_installer_version,
     ]

@@ -54,6 +54,13 @@ def test_catalog_override_renames_uncertain_trn3_type():
     assert config.capacity.instance.efa_network_cards == 8
 
 
+def test_catalog_override_sets_the_uncertain_trn3_fp8_peak():
+    config = parse(catalogOverrides={"trn3-gen1": {"fp8PeakTflopsPerCore": 78.6}}, burnInDtype="fp8")
+    peak = config.capacity.instance.core.peak("fp8")
+    assert (peak.tflops, peak.source, peak.uncertain) == (78.6, "catalogOverrides", False)
+    assert parse().capacity.instance.core.peak("fp8").uncertain
+
+
 def test_imported_vpc():
     config = parse(
         vpcId="vpc-0a1b2c3d4e5f60718",
@@ -170,7 +177,16 @@ def test_imported_vpc():
             {"catalogOverrides": {"trn3-gen1": {"chips": 32}}},
             "setting 'catalogOverrides': got {'trn3-gen1': {'chips': 32}}; allowed: an object "
             "keyed by catalog entry (trn2, trn2u, trn3-gen1, trn3-gen2) whose values set "
-            "instanceType, ultraserverType, efaNetworkCards",
+            "instanceType, ultraserverType, efaNetworkCards, fp8PeakTflopsPerCore",
+        ),
+        (
+            {"catalogOverrides": {"trn3-gen1": {"efaNetworkCards": 0}}},
+            "setting 'catalogOverrides.trn3-gen1.efaNetworkCards': got 0; allowed: a whole number 1-32",
+        ),
+        (
+            {"catalogOverrides": {"trn3-gen1": {"fp8PeakTflopsPerCore": "fast"}}},
+            "setting 'catalogOverrides.trn3-gen1.fp8PeakTflopsPerCore': got 'fast'; allowed: a number "
+            "of TFLOPS greater than 0 and at most 1000",
         ),
         (
             {"tags": "{not json"},
@@ -193,6 +209,12 @@ def test_unknown_setting_is_a_typo_not_ignored():
 def test_cdk_internal_context_keys_are_not_settings():
     config = parse(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
     assert config.account == "123456789012"
+
+
+def test_per_core_thresholds_default_to_the_burn_ins_own():
+    config = parse()
+    assert (config.burn_in.min_peak_fraction, config.burn_in.min_median_fraction) == (0.7, 0.9)
+    assert parse(burnInMinPeakFraction="0.6").burn_in.min_peak_fraction == 0.6
 
 
 def test_burn_in_settings_and_trn3_mxfp8():
@@ -240,6 +262,19 @@ def test_orchestrator_settings_parse_lists_from_command_line_strings():
             {"clusterTestMinBusBandwidthFraction": 1.5},
             "setting 'clusterTestMinBusBandwidthFraction': got 1.5; allowed: a number greater "
             "than 0 and at most 1",
+        ),
+        (
+            {"burnInMinPeakFraction": 1.5},
+            "setting 'burnInMinPeakFraction': got 1.5; allowed: a number greater than 0 and at most 1",
+        ),
+        (
+            {"burnInMinPeakFraction": "seventy"},
+            "setting 'burnInMinPeakFraction': got 'seventy'; allowed: a number greater than 0 and at "
+            "most 1",
+        ),
+        (
+            {"burnInMinMedianFraction": 0},
+            "setting 'burnInMinMedianFraction': got 0; allowed: a number greater than 0 and at most 1",
         ),
         (
             {"clusterTest": "maybe"},

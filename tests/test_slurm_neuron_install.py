@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from trn_burnin.device import KIT_NRTPY_PYTHON
 from trn_constructs.image import ImageVersions
 from trn_constructs.slurm.neuron_install import NEURON_INSTALL_SCRIPT
 
@@ -132,12 +133,41 @@ def node(tmp_path) -> Node:
     return Node(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def pinned_runtime_venv(tmp_path_factory) -> Path:
+    """nrtpy's venv, at its pin."""
+    path = tmp_path_factory.mktemp("runtime") / "nrtpy-venv"
+    venv.create(path, with_pip=False)
+    for name, version in ImageVersions.load().neuron_runtime_python_packages.items():
+        add_distribution(path, name, version)
+    return path
+
+
 @pytest.fixture
-def args(stack_args, pinned_venv) -> list[str]:
-    """The stack's arguments with the venv moved to the test's."""
+def args(stack_args, pinned_venv, pinned_runtime_venv) -> list[str]:
+    """The stack's arguments with the venvs moved to the test's."""
     moved = list(stack_args)
     moved[moved.index("--venv") + 1] = str(pinned_venv)
+    moved[moved.index("--runtime-venv") + 1] = str(pinned_runtime_venv)
     return moved
+
+
+def test_nrtpy_gets_a_venv_of_its_own_at_its_pin(stack_args):
+    nrtpy = ImageVersions.load().neuron_runtime_python_packages["nrtpy"]
+    assert stack_args[stack_args.index("--runtime-venv") + 1] == KIT_NRTPY_PYTHON.removesuffix("/bin/python")
+    assert stack_args[stack_args.index("--runtime-pip") + 1] == f"nrtpy=={nrtpy}"
+    assert f"nrtpy=={nrtpy}" not in stack_args[:stack_args.index("--runtime-venv")]
+
+
+def test_check_fails_when_nrtpy_is_off_its_pin(node, args, tmp_path):
+    off = tmp_path / "old-nrtpy"
+    venv.create(off, with_pip=False)
+    add_distribution(off, "nrtpy", "2.0.0")
+    moved = list(args)
+    moved[moved.index("--runtime-venv") + 1] = str(off)
+    result = node.run("--check", *moved)
+    nrtpy = ImageVersions.load().neuron_runtime_python_packages["nrtpy"]
+    assert result.returncode == 1 and f"venv {off}: want nrtpy=={nrtpy}" in result.stderr
 
 
 def test_check_passes_when_everything_is_at_its_pin(node, args):
@@ -177,13 +207,13 @@ def test_check_fails_when_the_driver_is_not_built_for_the_running_kernel(node, a
     assert "neuron driver: not built for kernel" in result.stderr
 
 
-def test_check_fails_when_a_python_package_is_off_its_pin(node, stack_args, tmp_path):
+def test_check_fails_when_a_python_package_is_off_its_pin(node, args, tmp_path):
     versions = ImageVersions.load()
     path = tmp_path / "venv"
     venv.create(path, with_pip=False)
     add_distribution(path, "neuronx-cc", versions.neuron_python_packages["neuronx-cc"])
     add_distribution(path, "nki", "0.0.1")
-    moved = list(stack_args)
+    moved = list(args)
     moved[moved.index("--venv") + 1] = str(path)
     result = node.run("--check", *moved)
     assert result.returncode == 1
@@ -217,6 +247,8 @@ def test_a_failing_install_step_fails_the_node(node, args):
         (lambda a: [*a, "--force"], "unknown argument: --force"),
         (lambda a: [*a, "--venv"], "--venv needs a value"),
         (lambda a: [*a, "--venv", "relative/venv"], "--venv wants an absolute path"),
+        (lambda a: [*a, "--runtime-pip", "nrtpy"], "--runtime-pip wants NAME==VERSION"),
+        (lambda a: [*a, "--runtime-venv", a[a.index("--venv") + 1]], "--runtime-venv must differ from --venv"),
     ],
 )
 def test_bad_arguments_exit_2_before_touching_anything(node, args, change, message):

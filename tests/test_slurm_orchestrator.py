@@ -13,6 +13,7 @@ from aws_cdk.assertions import Match, Template
 from stacks.infra_stack import TrnClusterInfraStack
 from tests.conftest import context_with, synth, synth_variant
 from trn_burnin.catalog import find_by_instance_type
+from trn_burnin import cli
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import parse_config
 from trn_constructs.image import ImageVersions
@@ -216,7 +217,8 @@ def test_head_node_keeps_quarantined_nodes_from_clustermgtd_and_gets_the_neuron_
     versions = ImageVersions.load()
     assert configured["Args"] == list(neuron_install(versions, driver=False).args)
     driver = start["Args"].index(f"aws-neuronx-dkms={versions.neuron_packages['aws-neuronx-dkms']}")
-    assert configured["Args"] == start["Args"][: driver - 1] + start["Args"][driver + 1:]
+    runtime = start["Args"].index("--runtime-venv")  # nrtpy: only the burn-in times kernels with it
+    assert configured["Args"] == start["Args"][: driver - 1] + start["Args"][driver + 1:runtime]
     debs = [configured["Args"][i + 1] for i, arg in enumerate(configured["Args"]) if arg == "--deb"]
     assert [deb.split("=")[0] for deb in debs] == [
         "aws-neuronx-runtime-lib", "aws-neuronx-collectives", "aws-neuronx-tools"
@@ -249,6 +251,8 @@ def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuratio
     assert args[args.index("--instance-type") + 1] == "trn3.48xlarge"
     assert args[args.index("--dtype") + 1] == "bf16"
     assert args[args.index("--duration") + 1] == "180"
+    assert args[args.index("--min-peak-fraction") + 1] == "0.7"
+    assert args[args.index("--min-median-fraction") + 1] == "0.9"
     assert args.index("--") < args.index("--instance-type")
     assert "--slurm" in args[:args.index("--")]  # hold the node, burn in in the background
     burn_in_policy = logical_id(template, "AWS::IAM::ManagedPolicy", "SlurmBurnInNodePolicy")
@@ -258,6 +262,16 @@ def test_queue_runs_the_burn_in_when_a_node_is_configured(template, configuratio
     ]
     # Read-only access to the asset bucket holding the bootstrap script.
     assert [access["EnableWriteAccess"] for access in queue["Iam"]["S3Access"]] == [False]
+
+
+def test_the_per_core_thresholds_are_settings_the_nodes_receive():
+    template = synth(burnInMinPeakFraction="0.65", burnInMinMedianFraction=0.85).template
+    (action,) = [a for a in cluster_resource(template)["Properties"]["ClusterConfiguration"]["Scheduling"]
+                 ["SlurmQueues"][0]["CustomActions"]["OnNodeConfigured"]["Sequence"] if a["Args"][0] != "install"]
+    args = action["Args"]
+    run = cli.build_parser().parse_args(["run", *args[args.index("--") + 1:]])
+    assert (run.min_peak_fraction, run.min_median_fraction) == (0.65, 0.85)
+    assert run.catalog_overrides["trn3-gen1"]["instanceType"] == "trn3.48xlarge"
 
 
 def test_fsx_logs_and_tags(template, configuration):

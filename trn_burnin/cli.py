@@ -1,16 +1,20 @@
-"""Command line: ``python -m trn_burnin run|plan|cluster-test|worker``. Exit 0 only on a pass."""
+"""Command line: ``python -m trn_burnin run|plan|cluster-test``. Exit 0 only on a pass.
+
+(Worker and compile processes are ``python -m trn_burnin.worker`` and ``python -m trn_burnin.artifacts``,
+which the run starts itself.)"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import sys
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from trn_burnin.catalog import InstanceSpec, apply_overrides, find_by_instance_type
+from trn_burnin.catalog import OVERRIDES, InstanceSpec, apply_overrides, find_by_instance_type
 from trn_burnin.collective import (DEFAULT_MIN_BUS_BANDWIDTH_FRACTION, SCHEMA_PATH as CLUSTER_TEST_SCHEMA_PATH,
                                    AllReducePlan, BusBandwidthFloor, NccomRunner, NccomTest, Placement,
                                    SlurmPlacement, result_document, run_cluster_test)
@@ -21,11 +25,10 @@ from trn_burnin.publish import (DEFAULT_NAMESPACE, ClientFactory, boto3_client_f
                                 parse_s3_uri, put_metrics, put_s3_object, upload_s3, write_local)
 from trn_burnin.rendezvous import (DEFAULT_RENDEZVOUS_SECONDS, LAUNCHER_INDEX, RESULT_NAME, Clock, OpenSsh, Pod,
                                    RunFolder, Ssh, is_ipv4, join, lead)
-from trn_burnin.report import load_schema, validate_report
+from trn_burnin.report_check import load_schema, validate_report
 from trn_burnin.runner import RunOptions, run_burnin, utc_now
-from trn_burnin.verdict import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
+from trn_burnin.thresholds import DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_MEDIAN_FRACTION, DEFAULT_MIN_PEAK_FRACTION, Thresholds
 from trn_burnin.workload import DEFAULT_SAMPLE_TILES
-from trn_burnin.worker import WorkerJob, run_worker
 
 DTYPES = ("bf16", "fp8", "mxfp8", "fp32")
 DEFAULT_REPEAT = 4
@@ -110,7 +113,8 @@ def _slurm_job_id(text: str) -> str:
 def _add_instance(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-type", help="EC2 instance type (default: from instance metadata)")
     parser.add_argument("--catalog-overrides", type=_json_object, default={}, metavar="JSON",
-                        help='catalog field overrides, e.g. \'{"trn3-gen1": {"instance_type": "trn3.48xlarge"}}\'')
+                        help="catalog overrides with cdk.json's catalogOverrides names ("
+                             + ", ".join(OVERRIDES) + '), e.g. \'{"trn3-gen1": {"instanceType": "trn3.48xlarge"}}\'')
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -154,8 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster-name", help="also a ClusterName dimension on every metric")
     run.add_argument("--region", help="AWS region for S3 and CloudWatch (default: the SDK's)")
 
-    plan = commands.add_parser("plan", help="print the GEMM plan and its modelled arithmetic intensity")
-    _add_target(plan)
+    plan = commands.add_parser(
+        "plan", help="print, per catalog entry and data type, the cores, the peak and threshold TFLOPS per core, "
+                     "the data type's roofline ridge and the planned GEMM's intensity; reads no instance metadata")
+    _add_instance(plan)
+    plan.add_argument("--dtype", choices=DTYPES, help="only this data type (default: every one the core runs)")
+    plan.add_argument("--shape", type=_positive_int, nargs=3, metavar=("M", "K", "N"), default=list(DEFAULT_SHAPE),
+                      help="GEMM shape (default: %(default)s)")
+    plan.add_argument("--min-peak-fraction", type=_fraction, default=DEFAULT_MIN_PEAK_FRACTION, metavar="X",
+                      help="the threshold shown: X of the per-core peak (default: %(default)s)")
 
     cluster = commands.add_parser(
         "cluster-test", help="run the nccom-test all-reduce across nodes, in a Slurm job or across pods that "
@@ -186,12 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--region", help="AWS region for S3 (default: the SDK's)")
     cluster.add_argument("--output", type=Path, default=DEFAULT_CLUSTER_TEST_OUTPUT,
                          help="result path (default: %(default)s)")
-
-    # Internal: one physical core, spawned by `run` with NEURON_RT_VISIBLE_CORES set.
-    worker = commands.add_parser("worker")
-    worker.add_argument("--core", type=int, required=True)
-    worker.add_argument("--device", type=int, required=True)
-    worker.add_argument("--job", required=True)
     return parser
 
 
@@ -232,13 +237,46 @@ def _resolve_spec(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return spec, instance_id
 
 
-def _print_plan(spec: InstanceSpec, dtype: str, shape: Sequence[int]) -> None:
-    plan = plan_gemm(spec.core, dtype, *shape)
-    for key, value in plan.to_dict().items():
-        print(f"{key}: {value}")
-    print(f"modelled HBM bytes: {plan.hbm_bytes}")
-    print(f"modelled intensity: {plan.intensity:.0f} FLOP/byte "
-          f"(BF16 ridge of NeuronCore-{spec.core.name}: {spec.core.ridge_flop_per_byte:.0f})")
+def _plan_table(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The catalog as the burn-in sees it: per entry and data type, what a core must reach."""
+    try:
+        catalog = apply_overrides(args.catalog_overrides)
+    except (ValueError, TypeError) as error:
+        parser.error(f"--catalog-overrides: {error}")
+    specs = [s for s in catalog.values() if args.instance_type in (None, s.instance_type)]
+    if not specs:
+        parser.error(f"instance type {args.instance_type!r} is not in the catalog "
+                     f"({', '.join(s.instance_type for s in catalog.values())})")
+    print(f"GEMM {' x '.join(map(str, args.shape))} (M x K x N); threshold = {args.min_peak_fraction:g} x peak")
+    print(f"{'entry':<10} {'instance type':<15} {'core':<4} {'cores':>5} {'dtype':<6} {'peak TF':>8} "
+          f"{'thresh TF':>9} {'ridge':>6} {'planned':>8} {'x ridge':>7}  blocks MxNxK")
+    sources = {}
+    for spec in specs:
+        for dtype in spec.core.supported_dtypes if args.dtype is None else (args.dtype,):
+            if dtype not in spec.core.supported_dtypes:
+                continue
+            peak, ridge = spec.core.peak(dtype), spec.core.ridge_flop_per_byte(dtype)
+            try:
+                plan = plan_gemm(spec.core, dtype, *args.shape)
+                planned = f"{plan.intensity:>8.0f} {plan.intensity / ridge:>7.2f}  " \
+                          f"{plan.block_m}x{plan.block_n}x{plan.block_k}"
+            except ValueError as error:
+                planned = f"{'-':>8} {'-':>7}  {error}"
+            mark = "?" if peak.uncertain else " "
+            print(f"{spec.key:<10} {spec.instance_type:<15} {spec.core.name:<4} {spec.neuron_cores_per_instance:>5} "
+                  f"{dtype:<6} {peak.tflops:>7.1f}{mark} {args.min_peak_fraction * peak.tflops:>9.1f} "
+                  f"{ridge:>6.0f} {planned}")
+            sources[(spec.core.name, dtype, peak.source)] = None
+    print("peak per core (? = UNCERTAIN, overridable with --catalog-overrides); ridge and planned in FLOP per "
+          "HBM byte, ridge = peak / (chip HBM bandwidth / cores per chip); sources:")
+    for core, dtype, source in sources:
+        print(f"  {core} {dtype}: {source}")
+    return 0
+
+
+def _progress(line: str) -> None:
+    """What the run is doing, on stderr: stdout keeps the report's location and the verdict."""
+    print(f"trn-burnin {utc_now()} {line}", file=sys.stderr, flush=True)
 
 
 def _verdict_code(failures: Sequence[Mapping[str, Any]]) -> int:
@@ -318,25 +356,17 @@ def main(argv: Sequence[str] | None = None, *, host: DeviceLayer | None = None,
          ssh: Ssh | None = None, clock: Clock | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        try:
-            job = WorkerJob.from_json(args.job)
-        except (ValueError, TypeError, KeyError) as error:
-            parser.error(f"--job is not a worker job ({type(error).__name__}: {error})")
-        print(json.dumps(run_worker(job, args.core, args.device).to_dict()))
-        return 0
     if args.command == "cluster-test":
         return _cluster_test(parser, args, identity, nccom or NccomTest(), clients, ssh, clock)
-    spec, instance_id = _resolve_spec(parser, args, identity)
     if args.command == "plan":
-        _print_plan(spec, args.dtype, args.shape)
-        return 0
+        return _plan_table(parser, args)
+    spec, instance_id = _resolve_spec(parser, args, identity)
     thresholds = Thresholds.for_dtype(args.dtype, min_peak_fraction=args.min_peak_fraction,
                                       min_median_fraction=args.min_median_fraction,
                                       max_rel_error=args.max_rel_error)
     options = RunOptions(spec, instance_id, args.ultraserver_id, args.dtype, tuple(args.shape), args.repeat,
                          args.warmup, args.duration, args.sample_tiles, args.seed, thresholds)
-    report = run_burnin(options, host or NeuronHost())
+    report = run_burnin(options, host or NeuronHost(), progress=_progress)
     problems = validate_report(report)
     if problems:  # a bug in this package, not in the node: say so loudly
         raise RuntimeError("report does not match its schema: " + "; ".join(problems))

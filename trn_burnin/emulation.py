@@ -2,39 +2,61 @@
 
 It exists so that the real kernel source (trn_burnin/kernel.py) can run unchanged on a CPU:
 ``Emulator.load_kernel()`` executes that module with stand-in ``nki``, ``nki.language`` and
-``nki.isa`` modules whose calls follow the NKI API reference on numpy arrays, and which enforce the
-documented hardware limits of the catalog's NeuronCore generation:
+``nki.isa`` modules whose calls follow the NKI API reference of the pinned NKI 0.7 on numpy arrays,
+and which enforce the documented hardware limits of the catalog's NeuronCore generation:
 
-* on-chip tensors have at most pmax partitions; live SBUF fits sbuf_bytes / pmax per partition;
-  PSUM tensors are whole banks and at most psum_banks of them are live;
+* on-chip tensors have at most pmax partitions; live SBUF fits the *usable* bytes per partition
+  (``nl.tile_size.sbuf_fmax_bytes``: the raw partition less the compiler's reserve), PSUM tensors
+  are whole banks and at most psum_banks of them are live;
 * nc_matmul: stationary and moving in SBUF with equal partition sizes <= pmax, stationary free size
   <= stationary_fmax, moving free size <= moving_fmax, dst an FP32 PSUM tile of the product's shape;
-  perf_mode=double_row only where the generation has it, on FP8 tiles of shape [P, 2, F];
-* nc_matmul_mx and quantize_mx only where the generation has them, with their layout rules.
+  float8_e4m3fn (OCP FP8) only where the generation has it (NeuronCore-v4) and never mixed with the
+  legacy float8_e4m3; perf_mode=double_row only where the generation has it, on FP8 tiles [P, 2, F];
+* nc_matmul_mx only where the generation has it, with its data and scale layout;
+* ``nl.fori_loop`` as the pinned NKI defines it: one body (traced once per iteration here, and
+  required to trace the same instructions every time, since the device runs a single copy), the
+  trip count from the bounds, a loop variable that is a device value host Python cannot read, a
+  body that returns nothing and whose tensors do not outlive the loop. The program size
+  (``EmulationStats.program_instructions``) counts the body once, whatever the trip count;
+* the constructs the NKI documentation says fail to compile (COMPILE_FAILURES), checked on the
+  kernel's source when it is loaded and on its calls;
+* ``NKI_ARTIFACTS_DIR``, read when nki is imported (here: when the kernel is loaded): a kernel run
+  then leaves ``kernel.neff`` there. The emulated NEFF is a JSON stand-in naming the kernel, its
+  compile-time arguments and its inputs (the kernel's parameter names) and output (``output_0``).
 
 A violation raises NkiLimitError. With ``compute=False`` no values are computed: tensors are
-shape-only and the emulator just checks limits and counts DMA bytes and matmul instructions, which
-is how the benchmark measures the default shape quickly. It models no timing, no engine overlap and
-no compiler scheduling: passing here is necessary, not sufficient, for the kernel to run on a device.
+shape-only and the emulator just checks limits and counts DMA bytes and instructions, which is how
+the benchmark measures the default shape quickly. It models no timing, no engine overlap and no
+compiler scheduling: passing here is necessary, not sufficient, for the kernel to run on a device.
 """
 
 from __future__ import annotations
 
+import ast
 import enum
 import importlib.util
+import inspect
+import json
 import math
+import os
 import sys
 import types
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from trn_burnin.artifacts import ARTIFACTS_ENV, NEFF_NAME
 from trn_burnin.catalog import NeuronCoreGeneration
-from trn_burnin.numerics import FLOAT8_E4M3, FLOAT8_E4M3FN, bf16_values, round_bf16
+from trn_burnin.numerics import (
+    FLOAT8_E4M3, FLOAT8_E4M3FN, MX_GROUP_PARTITIONS, MX_SCALE_BIAS, bf16_values, mx_decode_data, round_bf16,
+)
 
 KERNEL_MODULE = "trn_burnin.kernel"
+EMULATED_NEFF_VERSION = 1
+NEFF_OUTPUT_NAME = "output_0"  # how the nrtpy tutorial's NKI kernel names its returned tensor
 
 
 class NkiLimitError(ValueError):
@@ -61,6 +83,7 @@ DTYPES = {
     "float8_e4m3fn_x4": _DType(4, np.float32, FLOAT8_E4M3FN.round, packed=4),
     "uint8": _DType(1, np.uint8, None),
     "uint16": _DType(2, np.uint16, None),
+    "uint32": _DType(4, np.uint32, None),
 }
 _FLOAT8 = ("float8_e4m3", "float8_e4m3fn")
 _MATMUL_INPUTS = ("float32", "bfloat16") + _FLOAT8
@@ -69,14 +92,51 @@ _BIT_DECODERS = {
     ("uint16", "bfloat16"): bf16_values,
     ("uint8", "float8_e4m3"): FLOAT8_E4M3.decode,
     ("uint8", "float8_e4m3fn"): FLOAT8_E4M3FN.decode,
+    ("uint32", "float8_e4m3fn_x4"): mx_decode_data,
 }
-_MX_GROUP_PARTITIONS = 8  # an MX scaling group: 8 partitions x 4 packed values
 _QUADRANT = 32
-_E8M0_BIAS = 127
-_E4M3FN_MAX_EXPONENT = 8
+_INT32_MAX = 2**31 - 1
+
+
+class Buffer:
+    """nl.sbuf, nl.psum, nl.hbm, nl.shared_hbm, nl.private_hbm: objects, not strings."""
+
+    def __init__(self, name: str, region: str):
+        self.name, self.region = name, region
+
+    def __repr__(self) -> str:
+        return f"nl.{self.name}"
+
 
 SBUF, PSUM, HBM = "sbuf", "psum", "hbm"
-_BUFFERS = {"sbuf": SBUF, "psum": PSUM, "hbm": HBM, "shared_hbm": HBM, "private_hbm": HBM}
+_BUFFERS = {name: Buffer(name, region) for name, region in (
+    ("sbuf", SBUF), ("psum", PSUM), ("hbm", HBM), ("shared_hbm", HBM), ("private_hbm", HBM))}
+
+# What the NKI documentation says runs on a CPU but fails to compile; each is refused here, with
+# where it is written down. The static ones are checked on the kernel module's source.
+COMPILE_FAILURES = {
+    "is": "'is' / 'is not' are not supported; use == / != (nki/migration/index.rst, language restrictions)",
+    "keyword_only": "keyword-only parameters ('*') are not supported in kernel signatures "
+                    "(nki/migration/index.rst, language restrictions)",
+    "decorator": "decorators on sub-kernels are not allowed (NKI 0.2.0 release notes)",
+    "dict_keys": "dictionaries take only string keys (NKI 0.2.0 release notes)",
+    "list_argument": "list kernel arguments are not supported; use tuples (nki/migration/index.rst)",
+    "string_buffer": "string buffer names are rejected; use nl.sbuf, nl.psum, nl.shared_hbm (nki/migration/index.rst)",
+    "output_buffer": "kernel outputs must be allocated with buffer=nl.shared_hbm (nki/migration/index.rst)",
+    "unsupported_op": "works in simulation but fails when compiled (NKI 0.3.0 / 0.4.0 known issues)",
+    "dynamic_range": "removed in NKI 0.7: use nl.fori_loop (Neuron 2.33 release notes)",
+    "loop_variable": "the loop variable is a device register: host-side Python cannot read it, e.g. "
+                     "'if i == 0:' (nki/deep-dives/nki-dynamic-loops.rst)",
+    "loop_return": "the fori_loop body function cannot return a value (nki/migration/index.rst, "
+                   "rules for migrated loops)",
+    "loop_tensor": "tensors declared inside a fori_loop body cannot be referenced outside of the loop "
+                   "(nki/migration/index.rst, rules for migrated loops)",
+    "loop_bounds": "fori_loop's step must be a positive compile-time integer and a bound must be "
+                   "32-bit (nki.language.fori_loop reference)",
+    # Not in the documentation either way; the kit keeps to the official kernels' style.
+    "raise": "raise in a kernel: official kernels check with assert, which the NKI language guide "
+             "lists as supported (kit rule)",
+}
 
 
 class MatmulPerfMode(enum.Enum):
@@ -88,6 +148,8 @@ class MatmulPerfMode(enum.Enum):
 class EmulationStats:
     """What one emulated run did."""
 
+    program_instructions: int  # NKI instructions in the compiled program: a fori_loop body counts once
+    executed_instructions: int  # what the device runs: a fori_loop body counts once per trip
     hbm_to_sbuf_bytes: int
     sbuf_to_hbm_bytes: int
     dma_count: int
@@ -115,12 +177,31 @@ class _Allocation:
         weakref.finalize(self, emulator._release, buffer, bytes_per_partition, banks)
 
 
+@dataclass
+class _LoopScope:
+    """The tensors one fori_loop body declares: usable until the loop ends."""
+
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class _Home:
+    """Where a tensor was declared: its buffer (as written in the kernel) and its loop, if any."""
+
+    buffer_name: str  # "sbuf", "shared_hbm", ... or "argument" for a kernel input
+    scope: _LoopScope | None = None
+
+
+_ARGUMENT = _Home("argument")
+
+
 class Tensor:
     """An emulated NkiTensor: a numpy view plus NKI dtype and memory region."""
 
-    def __init__(self, data: np.ndarray, dtype: str, buffer: str, shape_only: bool,
+    def __init__(self, data: np.ndarray, dtype: str, buffer: str, shape_only: bool, home: _Home = _ARGUMENT,
                  allocation: Any = None, started: np.ndarray | None = None):
         self.data, self.dtype, self.buffer, self.shape_only = data, dtype, buffer, shape_only
+        self._home = home
         self._allocation = allocation  # keeps the footprint live while any view exists
         self._started = started  # PSUM only: which elements a matmul has written
 
@@ -152,8 +233,13 @@ class Tensor:
     def nbytes(self) -> int:
         return math.prod(self.shape) * DTYPES[self.dtype].itemsize
 
+    def _derived(self, data: np.ndarray, dtype: str, started: np.ndarray | None = None) -> "Tensor":
+        return Tensor(data, dtype, self.buffer, self.shape_only, self._home, self._allocation, started)
+
     def __getitem__(self, key: Any) -> "Tensor":
         key = list(key) if isinstance(key, tuple) else [key]
+        if any(isinstance(index, LoopVariable) for index in key):
+            raise NkiLimitError(COMPILE_FAILURES["loop_variable"])
         if Ellipsis in key:
             at = key.index(Ellipsis)
             key[at:at + 1] = [slice(None)] * (self.ndim - len(key) + 1)
@@ -166,7 +252,7 @@ class Tensor:
             key[0] = slice(key[0], key[0] + 1)  # on-chip tensors keep their partition dimension
         index = tuple(key) + ((slice(None),) if self._packed > 1 else ())
         started = None if self._started is None else self._started[index]
-        return Tensor(self.data[index], self.dtype, self.buffer, self.shape_only, self._allocation, started)
+        return self._derived(self.data[index], self.dtype, started)
 
     def view(self, dtype: Any) -> "Tensor":
         if dtype == self.dtype:
@@ -175,11 +261,62 @@ class Tensor:
         if decode is None or self.buffer != HBM:
             raise NotImplementedError(f"emulation reinterprets only HBM bit patterns, not {self.dtype} as {dtype}")
         # HBM operands are read-only in the kernel, so a decoded copy behaves like a view.
-        data = np.broadcast_to(np.float32(0), self.data.shape) if self.shape_only else decode(self.data)
-        return Tensor(data, dtype, self.buffer, self.shape_only, self._allocation)
+        shape = self.data.shape + ((DTYPES[dtype].packed,) if DTYPES[dtype].packed > 1 else ())
+        data = np.broadcast_to(np.float32(0), shape) if self.shape_only else decode(self.data)
+        return self._derived(data, dtype)
 
     def values(self) -> np.ndarray:
         return self.data
+
+
+class LoopVariable:
+    """fori_loop's loop variable: a device value. Host Python may pass it on, never read it."""
+
+    def _refuse(self, *_: Any) -> Any:
+        raise NkiLimitError(COMPILE_FAILURES["loop_variable"])
+
+    __bool__ = __int__ = __index__ = __float__ = _refuse
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse  # type: ignore[assignment]
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __floordiv__ = __mod__ = _refuse
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Static(ast.NodeVisitor):
+    """The source-level COMPILE_FAILURES of one kernel module."""
+
+    def __init__(self, filename: str):
+        self.filename, self.found = filename, []
+
+    def _add(self, node: ast.AST, rule: str) -> None:
+        self.found.append(f"{self.filename}:{node.lineno}: {COMPILE_FAILURES[rule]}")
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        jit = [d for d in node.decorator_list if ast.unparse(d) in ("nki.jit", "nki.jit()")]
+        if len(jit) != len(node.decorator_list):
+            self._add(node, "decorator")
+        if jit and (node.args.kwonlyargs or node.args.vararg is not None):
+            self._add(node, "keyword_only")
+        self.generic_visit(node)
+
+    def visit_Compare(self, node: ast.Compare) -> None:
+        if any(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
+            self._add(node, "is")
+        self.generic_visit(node)
+
+    def visit_Dict(self, node: ast.Dict) -> None:
+        if any(isinstance(k, ast.Constant) and not isinstance(k.value, str) for k in node.keys):
+            self._add(node, "dict_keys")
+        self.generic_visit(node)
+
+    def visit_Raise(self, node: ast.Raise) -> None:
+        self._add(node, "raise")
+
+
+def check_kernel_source(source: str, filename: str) -> list[str]:
+    """The COMPILE_FAILURES found in a kernel module's source, one line each."""
+    checker = _Static(filename)
+    checker.visit(ast.parse(source, filename))
+    return checker.found
 
 
 class Emulator:
@@ -187,11 +324,16 @@ class Emulator:
 
     def __init__(self, core: NeuronCoreGeneration, compute: bool = True):
         self.core, self.compute = core, compute
+        self.artifacts_dir: str | None = None  # NKI_ARTIFACTS_DIR as it was when the kernel was loaded
         self._live = {SBUF: 0, PSUM: 0}
         self._peak = {SBUF: 0, PSUM: 0}
         self._counts = dict.fromkeys(
-            ("hbm_to_sbuf_bytes", "sbuf_to_hbm_bytes", "dma_count", "matmul_count",
-             "full_tile_matmuls", "max_psum_dst_bytes_per_partition"), 0)
+            ("program_instructions", "executed_instructions", "hbm_to_sbuf_bytes", "sbuf_to_hbm_bytes",
+             "dma_count", "matmul_count", "full_tile_matmuls", "max_psum_dst_bytes_per_partition"), 0)
+        self._scopes: list[_LoopScope] = []
+        # A fori_loop's first trip records what its body issues; later trips must issue the same.
+        self._trace: list[tuple] | None = None
+        self._expected: Iterator[tuple] | None = None
 
     # -- limits -----------------------------------------------------------------------------
     @property
@@ -199,14 +341,18 @@ class Emulator:
         return self.core.psum_bank_bytes_per_partition
 
     @property
+    def sbuf_limit(self) -> int:
+        return self.core.usable_sbuf_bytes_per_partition
+
+    @property
     def full_moving(self) -> int:
         return min(self.core.moving_fmax, self.bank_bytes // DTYPES["float32"].itemsize)
 
     def _reserve(self, allocation: _Allocation) -> None:
         amount = allocation.banks if allocation.buffer == PSUM else allocation.bytes
-        limit = self.core.psum_banks if allocation.buffer == PSUM else self.core.sbuf_bytes // self.core.pmax
+        limit = self.core.psum_banks if allocation.buffer == PSUM else self.sbuf_limit
         if self._live[allocation.buffer] + amount > limit:
-            unit = "banks" if allocation.buffer == PSUM else "bytes per partition"
+            unit = "banks" if allocation.buffer == PSUM else "usable bytes per partition"
             raise NkiLimitError(
                 f"{allocation.buffer.upper()} overflow on NeuronCore-{self.core.name}: "
                 f"{self._live[allocation.buffer]} live + {amount} > {limit} {unit}")
@@ -236,29 +382,86 @@ class Emulator:
         if dst._started is not None:
             dst._started[...] = False  # a non-matmul write starts no accumulation
 
+    def _issue(self, op: str, *operands: Any) -> None:
+        """Account one NKI instruction: in the program once, on the device once per execution."""
+        for tensor in operands:
+            if isinstance(tensor, Tensor) and tensor._home.scope is not None and tensor._home.scope.closed:
+                raise NkiLimitError(f"{op}: {COMPILE_FAILURES['loop_tensor']}")
+        self._counts["executed_instructions"] += 1
+        signature = (op, *(t.shape for t in operands if isinstance(t, Tensor)))
+        if self._expected is not None:
+            if next(self._expected, None) != signature:
+                raise NkiLimitError(
+                    f"fori_loop body issued {signature} where its first trip did not: the device runs one "
+                    "copy of the body, so the body must not depend on host-side state")
+            return
+        self._counts["program_instructions"] += 1
+        if self._trace is not None:
+            self._trace.append(signature)
+
     # -- nki.language -----------------------------------------------------------------------
-    def ndarray(self, shape: tuple[int, ...], dtype: str, buffer: str = SBUF, name: str = "",
+    def ndarray(self, shape: tuple[int, ...], dtype: str, buffer: Any = None, name: str = "",
                 address: Any = None) -> Tensor:
         del name, address
-        buffer = _BUFFERS[buffer]
+        buffer = _BUFFERS["sbuf"] if buffer is None else buffer
+        if not isinstance(buffer, Buffer):
+            raise NkiLimitError(f"buffer={buffer!r}: {COMPILE_FAILURES['string_buffer']}")
         if dtype not in DTYPES:
             raise NotImplementedError(f"emulation has no dtype {dtype}")
-        tensor = Tensor(self._storage(tuple(shape), dtype), dtype, buffer, not self.compute)
+        home = _Home(buffer.name, self._scopes[-1] if self._scopes else None)
+        tensor = Tensor(self._storage(tuple(shape), dtype), dtype, buffer.region, not self.compute, home)
         if not tensor.on_chip:
             return tensor
         if tensor.partitions > self.core.pmax:
-            raise NkiLimitError(f"{buffer.upper()} tensor {tuple(shape)} has {tensor.partitions} "
+            raise NkiLimitError(f"{buffer.region.upper()} tensor {tuple(shape)} has {tensor.partitions} "
                                 f"partitions; pmax is {self.core.pmax}")
         per_partition = tensor.free_size * DTYPES[dtype].itemsize
-        banks = math.ceil(per_partition / self.bank_bytes) if buffer == PSUM else 0
-        tensor._allocation = _Allocation(self, buffer, per_partition, banks)
-        if buffer == PSUM:
+        banks = math.ceil(per_partition / self.bank_bytes) if tensor.buffer == PSUM else 0
+        tensor._allocation = _Allocation(self, tensor.buffer, per_partition, banks)
+        if tensor.buffer == PSUM:
             tensor._started = np.zeros(tensor.data.shape, bool) if self.compute else None
         return tensor
+
+    def fori_loop(self, lower: Any, upper: Any, body_fun: Callable[[Any], None], step: int = 1) -> None:
+        """nl.fori_loop of NKI 0.7: a hardware loop over one copy of ``body_fun``."""
+        bounds_ok = all(isinstance(b, int) and not isinstance(b, bool) and -_INT32_MAX - 1 <= b <= _INT32_MAX
+                        for b in (lower, upper))
+        if not bounds_ok or not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            if any(isinstance(b, LoopVariable) for b in (lower, upper)):
+                raise NotImplementedError("emulation covers fori_loop with compile-time bounds only")
+            raise NkiLimitError(f"fori_loop({lower!r}, {upper!r}, step={step!r}): {COMPILE_FAILURES['loop_bounds']}")
+        trips = len(range(lower, upper, step))
+        if self._scopes or trips == 0:
+            raise NotImplementedError("emulation covers fori_loops that are not nested and run at least once")
+        self._issue("fori_loop")
+        scope = _LoopScope()
+        self._scopes.append(scope)
+        first: tuple = ()
+        try:
+            for trip in range(trips):
+                # The first trip traces the program's one body; every later trip must issue the same.
+                self._trace, self._expected = ([], None) if trip == 0 else (None, iter(first))
+                if body_fun(LoopVariable()) is not None:
+                    raise NkiLimitError(COMPILE_FAILURES["loop_return"])
+                if trip == 0:
+                    first = tuple(self._trace)
+                elif next(self._expected, None) is not None:
+                    raise NkiLimitError(f"fori_loop trip {trip + 1} issued fewer instructions than the first")
+        finally:
+            self._scopes.pop()
+            scope.closed = True
+            self._trace, self._expected = None, None
+
+    @staticmethod
+    def _unsupported(name: str) -> Callable[..., None]:
+        def refuse(*_: Any, **__: Any) -> None:
+            raise NkiLimitError(f"nl.{name}: {COMPILE_FAILURES['unsupported_op']}")
+        return refuse
 
     # -- nki.isa ----------------------------------------------------------------------------
     def dma_copy(self, dst: Tensor, src: Tensor, **options: Any) -> None:
         del options
+        self._issue("dma_copy", dst, src)
         if PSUM in (dst.buffer, src.buffer):
             raise NkiLimitError("dma_copy moves data between HBM and SBUF, not PSUM")
         if math.prod(dst.shape) != math.prod(src.shape):
@@ -278,11 +481,13 @@ class Emulator:
 
     def tensor_copy(self, dst: Tensor, src: Tensor, **options: Any) -> None:
         del options
+        self._issue("tensor_copy", dst, src)
         self._same_partitions("tensor_copy", dst, src)
         self._write(dst, src.values())
 
     def tensor_tensor(self, dst: Tensor, data1: Tensor, data2: Tensor, op: Callable, **options: Any) -> None:
         del options
+        self._issue("tensor_tensor", dst, data1, data2)
         self._same_partitions("tensor_tensor", dst, data1, data2)
         if self.compute:
             self._write(dst, op(data1.values().astype(np.float32),
@@ -290,6 +495,7 @@ class Emulator:
 
     def memset(self, dst: Tensor, value: float, **options: Any) -> None:
         del options
+        self._issue("memset", dst)
         if self.compute:
             self._write(dst, np.full(dst.data.shape, value))
 
@@ -331,13 +537,19 @@ class Emulator:
                   tile_position: tuple = (), tile_size: tuple = (), perf_mode: MatmulPerfMode = MatmulPerfMode.none,
                   name: str | None = None) -> None:
         del is_stationary_onezero, is_moving_onezero, name
+        self._issue("nc_matmul", dst, stationary, moving)
         if is_transpose or tile_position or tile_size:
             raise NotImplementedError("emulation covers nc_matmul without transpose or PE tiling")
         for tile in (stationary, moving):
             if tile.dtype not in _MATMUL_INPUTS:
                 raise NkiLimitError(f"nc_matmul does not take {tile.dtype} operands")
+            if tile.dtype == "float8_e4m3fn" and not self.core.has_ocp_fp8:
+                raise NkiLimitError(f"nc_matmul takes float8_e4m3fn only from NeuronCore-v4, "
+                                    f"not on NeuronCore-{self.core.name}")
         if (stationary.dtype == "float32") != (moving.dtype == "float32"):
             raise NkiLimitError("nc_matmul: a float32 operand needs a float32 partner")
+        if {stationary.dtype, moving.dtype} == set(_FLOAT8):
+            raise NkiLimitError("nc_matmul: float8_e4m3 (legacy) and float8_e4m3fn cannot be mixed")
         double_row = perf_mode == MatmulPerfMode.double_row
         rows = 2 if double_row else 1
         if double_row:
@@ -355,25 +567,25 @@ class Emulator:
             self._accumulate(dst, stat.T @ mov, accumulate)
 
     def _mx_scale_factors(self, scale: np.ndarray, partitions: int) -> np.ndarray:
-        """Per-partition factor 2^(e - 127) of each value's group, from the quadrant layout."""
+        """Per-partition factor 2^(e - 127) of each value's group, from the quadrant layout: the
+        scales of a quadrant's 4 groups sit in its first 4 partitions."""
         p = np.arange(partitions)
-        rows = (p // _QUADRANT) * _QUADRANT + (p % _QUADRANT) // _MX_GROUP_PARTITIONS
-        return np.exp2(scale[rows].astype(np.float64) - _E8M0_BIAS)
-
-    def _check_mx(self, op: str, partitions: int) -> None:
-        if not self.core.has_matmul_mx:
-            raise NkiLimitError(f"{op} is not available on NeuronCore-{self.core.name}")
-        if partitions % _QUADRANT or partitions > self.core.pmax:
-            raise NkiLimitError(f"{op} partition size {partitions} must be a multiple of "
-                                f"{_QUADRANT} and <= {self.core.pmax}")
+        rows = (p // _QUADRANT) * _QUADRANT + (p % _QUADRANT) // MX_GROUP_PARTITIONS
+        return np.exp2(scale[rows].astype(np.float64) - MX_SCALE_BIAS)
 
     def nc_matmul_mx(self, dst: Tensor, stationary: Tensor, moving: Tensor, stationary_scale: Tensor,
                      moving_scale: Tensor, tile_position: Any = None, tile_size: Any = None,
                      accumulate: bool | None = None, name: str | None = None) -> None:
         del name
+        self._issue("nc_matmul_mx", dst, stationary, moving, stationary_scale, moving_scale)
         if tile_position or tile_size:
             raise NotImplementedError("emulation covers nc_matmul_mx without PE tiling")
-        self._check_mx("nc_matmul_mx", stationary.partitions)
+        if not self.core.has_matmul_mx:
+            raise NkiLimitError(f"nc_matmul_mx is not available on NeuronCore-{self.core.name}")
+        partitions = stationary.partitions
+        if partitions % _QUADRANT or partitions > self.core.pmax:
+            raise NkiLimitError(f"nc_matmul_mx partition size {partitions} must be a multiple of "
+                                f"{_QUADRANT} and <= {self.core.pmax}")
         for data, scale in ((stationary, stationary_scale), (moving, moving_scale)):
             if data.dtype != "float8_e4m3fn_x4" or scale.dtype != "uint8" or scale.buffer != SBUF:
                 raise NkiLimitError("nc_matmul_mx takes float8_e4m3fn_x4 data with uint8 SBUF scales")
@@ -383,36 +595,9 @@ class Emulator:
             raise NkiLimitError("nc_matmul_mx stationary free size must be even")
         self._check_operands("nc_matmul_mx", dst, stationary, moving)
         if self.compute:
-            p = stationary.partitions
-            stat = stationary.values() * self._mx_scale_factors(stationary_scale.values(), p)[..., None]
-            mov = moving.values() * self._mx_scale_factors(moving_scale.values(), p)[..., None]
+            stat = stationary.values() * self._mx_scale_factors(stationary_scale.values(), partitions)[..., None]
+            mov = moving.values() * self._mx_scale_factors(moving_scale.values(), partitions)[..., None]
             self._accumulate(dst, np.einsum("pmj,pnj->mn", stat, mov).astype(np.float32), accumulate)
-
-    def quantize_mx(self, dst: Tensor, src: Tensor, dst_scale: Tensor, name: str | None = None) -> None:
-        del name
-        self._check_mx("quantize_mx", src.partitions)
-        if src.dtype != "bfloat16" or dst.dtype != "float8_e4m3fn_x4" or dst_scale.dtype != "uint8":
-            raise NkiLimitError("emulated quantize_mx takes bfloat16 src, float8_e4m3fn_x4 dst, uint8 scales")
-        if SBUF != src.buffer or SBUF != dst.buffer or SBUF != dst_scale.buffer:
-            raise NkiLimitError("quantize_mx works in SBUF")
-        packed = src.free_size // 4
-        if src.ndim != 2 or src.free_size % 4 or dst.shape != (src.partitions, packed) or dst_scale.shape != dst.shape:
-            raise NkiLimitError(f"quantize_mx shapes: src {src.shape}, dst {dst.shape}, scale {dst_scale.shape}")
-        if not self.compute:
-            return
-        p = src.partitions
-        groups = src.values().reshape(p // _MX_GROUP_PARTITIONS, _MX_GROUP_PARTITIONS, packed, 4)
-        amax = np.abs(groups).max(axis=(1, 3))
-        # Block scale 2^(floor(log2 amax) - (Emax - 1)); an all-zero group gets the smallest scale.
-        with np.errstate(divide="ignore"):
-            exponent = np.where(amax > 0, np.floor(np.log2(amax)) - (_E4M3FN_MAX_EXPONENT - 1), -_E8M0_BIAS)
-        factors = np.repeat(np.exp2(exponent), _MX_GROUP_PARTITIONS, axis=0)[:, :, None]
-        self._write(dst, (src.values().reshape(p, packed, 4) / factors))
-        scale = np.zeros((p, packed), np.uint8)
-        group = np.arange(p // _MX_GROUP_PARTITIONS)
-        rows = (group * _MX_GROUP_PARTITIONS // _QUADRANT) * _QUADRANT + group % (_QUADRANT // _MX_GROUP_PARTITIONS)
-        scale[rows] = (exponent + _E8M0_BIAS).astype(np.uint8)
-        dst_scale.data[...] = scale
 
     # -- module set -------------------------------------------------------------------------
     def modules(self) -> dict[str, types.ModuleType]:
@@ -420,43 +605,71 @@ class Emulator:
         language = types.ModuleType("nki.language", "EMULATION of nki.language (trn_burnin.emulation)")
         for dtype in DTYPES:
             setattr(language, dtype, dtype)
-        for alias, buffer in _BUFFERS.items():
-            setattr(language, alias, buffer)
+        for name, buffer in _BUFFERS.items():
+            setattr(language, name, buffer)
         language.ndarray = self.ndarray
+        language.fori_loop = self.fori_loop
         language.add, language.subtract, language.multiply = np.add, np.subtract, np.multiply
+        for name in ("fmod", "mod", "divide", "power"):
+            setattr(language, name, self._unsupported(name))
+        language.dynamic_range = self._removed_dynamic_range
         language.affine_range = language.sequential_range = language.static_range = range
         language.tile_size = types.SimpleNamespace(
             pmax=core.pmax, gemm_stationary_fmax=core.stationary_fmax, gemm_moving_fmax=core.moving_fmax,
             psum_bank_fmax=self.bank_bytes // DTYPES["float32"].itemsize, psum_num_banks=core.psum_banks,
-            sbuf_size_bytes=core.sbuf_bytes)
+            sbuf_fmax_bytes=self.sbuf_limit, sbuf_size_bytes=core.sbuf_bytes)
         isa = types.ModuleType("nki.isa", "EMULATION of nki.isa (trn_burnin.emulation)")
         isa.matmul_perf_mode = MatmulPerfMode
-        for op in ("dma_copy", "tensor_copy", "tensor_tensor", "memset", "nc_matmul", "nc_matmul_mx",
-                   "quantize_mx"):
+        for op in ("dma_copy", "tensor_copy", "tensor_tensor", "memset", "nc_matmul", "nc_matmul_mx"):
             setattr(isa, op, getattr(self, op))
         nki = types.ModuleType("nki", "EMULATION of nki (trn_burnin.emulation)")
         nki.language, nki.isa, nki.jit = language, isa, self.jit
         return {"nki": nki, "nki.language": language, "nki.isa": isa}
 
+    @staticmethod
+    def _removed_dynamic_range(*_: Any) -> None:
+        raise NkiLimitError(f"nl.dynamic_range: {COMPILE_FAILURES['dynamic_range']}")
+
     def jit(self, fn: Callable | None = None, **options: Any) -> Callable:
-        """@nki.jit: numpy arguments become HBM tensors; the returned HBM tensor becomes numpy."""
+        """@nki.jit: numpy arguments become HBM tensors; the returned shared_hbm tensor becomes numpy."""
         del options
         if fn is None:
             return self.jit
 
         def run(*args: Any, **kwargs: Any) -> np.ndarray:
+            if any(isinstance(a, list) for a in (*args, *kwargs.values())):
+                raise NkiLimitError(COMPILE_FAILURES["list_argument"])
             wrapped = [Tensor(a, a.dtype.name, HBM, not self.compute) if isinstance(a, np.ndarray) else a
                        for a in args]
             result = fn(*wrapped, **kwargs)
+            if not isinstance(result, Tensor) or result._home.buffer_name != "shared_hbm":
+                raise NkiLimitError(COMPILE_FAILURES["output_buffer"])
+            if result._home.scope is not None:
+                raise NkiLimitError(COMPILE_FAILURES["loop_tensor"])
+            if self.artifacts_dir:
+                self._write_neff(fn, args, kwargs)
             return np.array(result.data) if self.compute else result.data
 
         run.__wrapped__ = fn
         return run
 
+    def _write_neff(self, fn: Callable, args: tuple, kwargs: dict) -> None:
+        names = list(inspect.signature(fn).parameters)
+        neff = {"emulated_neff": EMULATED_NEFF_VERSION, "core": self.core.name, "kernel": fn.__name__,
+                "inputs": [name for name, a in zip(names, args) if isinstance(a, np.ndarray)],
+                "outputs": [NEFF_OUTPUT_NAME], "kwargs": kwargs,
+                "program_instructions": self._counts["program_instructions"]}
+        Path(self.artifacts_dir, NEFF_NAME).write_text(json.dumps(neff))
+
     def load_kernel(self) -> types.ModuleType:
-        """A fresh copy of trn_burnin.kernel executed against these stand-in modules."""
+        """A fresh copy of trn_burnin.kernel executed against these stand-in modules, after its
+        source passed the static COMPILE_FAILURES checks."""
         spec = importlib.util.find_spec(KERNEL_MODULE)
+        found = check_kernel_source(spec.loader.get_source(KERNEL_MODULE), spec.origin)
+        if found:
+            raise NkiLimitError("kernel source would not compile:\n" + "\n".join(found))
         module = importlib.util.module_from_spec(spec)
+        self.artifacts_dir = os.environ.get(ARTIFACTS_ENV)
         fakes = self.modules()
         saved = {name: sys.modules.get(name) for name in fakes}
         sys.modules.update(fakes)

@@ -1,7 +1,8 @@
 """Host-side number formats: the bit patterns the kernel reads and the values they stand for.
 
 numpy has no bfloat16 or FP8 types, so the runner hands the kernel raw bit patterns (uint16 for
-BF16, uint8 for FP8) that the kernel reinterprets with ``NkiTensor.view``. The float32 reference is
+BF16, uint8 for FP8) that the kernel reinterprets with ``NkiTensor.view``. MXFP8 operands are encoded
+here too, data and scales, so the kernel reads them from HBM as they are. The float32 reference is
 computed from the same rounded values, so a correct device differs from it only by accumulation
 order. The emulation uses the same functions to model what a store into a narrow type does.
 """
@@ -96,15 +97,54 @@ FLOAT8_E4M3 = Fp8Format("float8_e4m3", 4, 3, ieee_specials=True)
 FLOAT8_E4M3FN = Fp8Format("float8_e4m3fn", 4, 3, ieee_specials=False)
 
 
-def mx_interleave(matrix: np.ndarray, pmax: int) -> np.ndarray:
-    """[K, C] -> [K/4, 4C]: the HBM layout whose contiguous [pmax, 4w] slices are MX-ready.
+# MXFP8 as nc_matmul_mx reads it (NKI ISA reference and the MXFP matmul deep dive): float8_e4m3fn_x4
+# elements pack 4 contraction values; one E8M0 scale (2^(code - 127)) covers a group of 8 partitions
+# x those 4 packed values, 32 values in all.
+MX_PACK = 4
+MX_GROUP_PARTITIONS = 8
+MX_SCALE_BIAS = 127
+# quantize_mx's rule, kept for the host-side encoding: scale 2^(floor(log2 amax) - (Emax - 1)) with
+# Emax = 8 for float8_e4m3fn, so every scaled value stays below 2^8 (448 is e4m3fn's largest).
+_E4M3FN_MAX_EXPONENT = 8
+
+
+@dataclass(frozen=True)
+class MxOperand:
+    """One GEMM operand encoded for nc_matmul_mx, ready to be copied to HBM once."""
+
+    data: np.ndarray  # [K/4, C] little-endian uint32: four float8_e4m3fn codes per x4 element
+    scales: np.ndarray  # [K/32, C] uint8 E8M0 codes, one per group of 8 x4 rows of a column
+    values: np.ndarray  # [K, C] float32: exactly the values data and scales stand for
+
+
+def mx_encode(matrix: np.ndarray, pmax: int) -> MxOperand:
+    """float32 [K, C] -> MXFP8 in the layout the kernel DMAs straight into SBUF.
 
     nc_matmul_mx contracts over the partition dimension and the four values packed in each x4
-    element; quantize_mx packs four consecutive free elements. So contraction rows
-    j*pmax + p (j = 0..3) of each 4*pmax-row super-tile must sit side by side in partition p.
+    element, so x4 row s*pmax + p (super-tile s of 4*pmax contraction rows, partition p) packs rows
+    s*4*pmax + j*pmax + p for j = 0..3 (any fixed packing works: both operands use the same one).
     """
     rows, cols = matrix.shape
-    if rows % (4 * pmax):
-        raise ValueError(f"MX interleave needs K a multiple of {4 * pmax}, got {rows}")
-    tiles = matrix.reshape(rows // (4 * pmax), 4, pmax, cols)
-    return tiles.transpose(0, 2, 3, 1).reshape(rows // 4, 4 * cols)
+    if rows % (MX_PACK * pmax):
+        raise ValueError(f"MXFP8 needs K a multiple of {MX_PACK * pmax}, got {rows}")
+    # [super-tile, slot j, partition p, column] -> [x4 row (s, p), column, slot j]
+    packed = np.asarray(matrix, np.float64).reshape(rows // (MX_PACK * pmax), MX_PACK, pmax, cols)
+    packed = packed.transpose(0, 2, 3, 1).reshape(rows // MX_PACK, cols, MX_PACK)
+    groups = packed.reshape(rows // MX_PACK // MX_GROUP_PARTITIONS, MX_GROUP_PARTITIONS, cols, MX_PACK)
+    amax = np.abs(groups).max(axis=(1, 3))
+    with np.errstate(divide="ignore"):
+        exponent = np.where(amax > 0, np.floor(np.log2(amax)) - (_E4M3FN_MAX_EXPONENT - 1), -MX_SCALE_BIAS)
+    exponent = np.clip(exponent, -MX_SCALE_BIAS, MX_SCALE_BIAS)
+    factor = np.exp2(exponent)[:, None, :, None]
+    codes = FLOAT8_E4M3FN.encode(groups / factor)
+    decoded = (FLOAT8_E4M3FN.decode(codes).astype(np.float64) * factor).reshape(packed.shape)
+    values = decoded.reshape(rows // (MX_PACK * pmax), pmax, cols, MX_PACK).transpose(0, 3, 1, 2)
+    data = np.ascontiguousarray(codes.reshape(packed.shape)).view("<u4").reshape(rows // MX_PACK, cols)
+    return MxOperand(data=data, scales=(exponent + MX_SCALE_BIAS).astype(np.uint8),
+                     values=values.reshape(rows, cols).astype(np.float32))
+
+
+def mx_decode_data(data: np.ndarray) -> np.ndarray:
+    """[R, C] uint32 x4 elements -> [R, C, 4] float32 codes' values (unscaled)."""
+    codes = np.ascontiguousarray(data, dtype="<u4").view(np.uint8).reshape(*data.shape, MX_PACK)
+    return FLOAT8_E4M3FN.decode(codes)

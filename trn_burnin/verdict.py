@@ -5,35 +5,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from trn_burnin.catalog import BF16, FP8, FP32, MXFP8, InstanceSpec
+from trn_burnin.catalog import OVERRIDES, InstanceSpec
 from trn_burnin.counters import CounterChange, HwErrorLine
 from trn_burnin.discovery import Topology
 from trn_burnin.measure import CoreResult
-
-# Largest |result - reference| / max|reference| over the sampled tiles. The reference multiplies the
-# same rounded inputs in float32, so BF16/FP8/FP32 differ only by FP32 accumulation order; MXFP8
-# adds the on-chip quantization of BF16 inputs to 3 mantissa bits.
-DEFAULT_MAX_REL_ERROR = {BF16: 1e-3, FP8: 1e-3, FP32: 1e-3, MXFP8: 0.1}
-DEFAULT_MIN_PEAK_FRACTION = 0.70
-DEFAULT_MIN_MEDIAN_FRACTION = 0.90
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """X, Y and the error tolerance of the verdict rules (see README)."""
-
-    min_peak_fraction: float = DEFAULT_MIN_PEAK_FRACTION  # X: of the catalog per-core peak
-    min_median_fraction: float = DEFAULT_MIN_MEDIAN_FRACTION  # Y: of the node's median core
-    max_rel_error: float = DEFAULT_MAX_REL_ERROR[BF16]
-
-    @classmethod
-    def for_dtype(cls, dtype: str, **overrides: float | None) -> "Thresholds":
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{"max_rel_error": DEFAULT_MAX_REL_ERROR[dtype], **given})
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
+from trn_burnin.thresholds import Thresholds
 
 @dataclass(frozen=True)
 class Failure:
@@ -74,10 +50,20 @@ def _inventory(evidence: Evidence) -> list[Failure]:
     return failures
 
 
+def _peak_note(evidence: Evidence) -> str:
+    """What to do when the peak a core was held to is one the documents do not settle."""
+    if not evidence.spec.core.peak(evidence.dtype).uncertain:
+        return ""
+    override = next((name for name, field in OVERRIDES.items()
+                     if field == f"{evidence.dtype}_peak_tflops_per_core"), None)
+    where = f": once measured, set catalogOverrides {evidence.spec.key}.{override}" if override else ""
+    return f" (the catalog marks this peak UNCERTAIN{where})"
+
+
 def _core_failures(evidence: Evidence, thresholds: Thresholds) -> list[Failure]:
     peak = evidence.spec.core.peak_tflops_per_core(evidence.dtype)
-    measured = [r for r in evidence.results if r.error is None]
-    median = statistics.median(r.tflops for r in measured) if measured else 0.0
+    measured = [r.tflops for r in evidence.results if r.tflops is not None]
+    median = statistics.median(measured) if measured else 0.0
     failures = []
     for r in evidence.results:
         where = f"core {r.core} (device {r.device})"
@@ -88,12 +74,16 @@ def _core_failures(evidence: Evidence, thresholds: Thresholds) -> list[Failure]:
         if r.error is not None:
             fail("core_error", f"did not complete the burn-in: {r.error}")
             continue
-        if r.tflops < thresholds.min_peak_fraction * peak:
-            fail("throughput_peak", f"reached {r.tflops:.1f} TFLOPS {evidence.dtype}, below "
-                 f"{thresholds.min_peak_fraction:.0%} of the {peak:.1f} TFLOPS per-core peak")
-        if r.tflops < thresholds.min_median_fraction * median:
-            fail("throughput_outlier", f"reached {r.tflops:.1f} TFLOPS, below "
-                 f"{thresholds.min_median_fraction:.0%} of the node median {median:.1f} TFLOPS")
+        if r.measurement_invalid is not None or r.tflops is None:
+            fail("measurement_invalid", f"measurement invalid: {r.measurement_invalid or 'no throughput'}")
+        else:
+            if r.tflops < thresholds.min_peak_fraction * peak:
+                fail("throughput_peak", f"reached {r.tflops:.1f} TFLOPS {evidence.dtype}, below "
+                     f"{thresholds.min_peak_fraction:.0%} of the {peak:.1f} TFLOPS per-core peak"
+                     + _peak_note(evidence))
+            if r.tflops < thresholds.min_median_fraction * median:
+                fail("throughput_outlier", f"reached {r.tflops:.1f} TFLOPS, below "
+                     f"{thresholds.min_median_fraction:.0%} of the node median {median:.1f} TFLOPS")
         if r.nan_count or r.inf_count:
             fail("nan_inf", f"produced {r.nan_count} NaN and {r.inf_count} Inf values")
         if not r.max_rel_error <= thresholds.max_rel_error:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trn_burnin.numerics import FLOAT8_E4M3, bf16_bits, bf16_values, mx_interleave
+from trn_burnin.numerics import FLOAT8_E4M3, bf16_bits, bf16_values, mx_encode
 from trn_burnin.plan import MODE_BF16, MODE_FP32, MODE_MXFP8, GemmPlan
 
 # Reference tiles: the output is checked against float32 numpy on a sample of (tile_m x tile_m)
@@ -16,29 +16,58 @@ DEFAULT_SAMPLE_TILES = 8
 
 @dataclass(frozen=True)
 class Operands:
-    lhsT_bits: np.ndarray  # what the kernel reads: [K, M] (MXFP8: [K/4, 4M])
-    rhs_bits: np.ndarray
-    lhsT: np.ndarray  # float32 values those bits encode, [K, M]
+    """What the kernel reads, by its parameter names (also the NEFF's input names), and the float32
+    values those bits stand for."""
+
+    inputs: dict[str, np.ndarray]  # by input_names(plan)
+    lhsT: np.ndarray  # float32 values, [K, M]
     rhs: np.ndarray  # [K, N]
 
 
-def encode(values: np.ndarray, plan: GemmPlan) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel bits, float32 values they stand for) of a float32 [K, C] operand."""
+def input_names(plan: GemmPlan) -> tuple[str, ...]:
+    """The kernel entry point's operand parameters in order: burnin_gemm_mx's for MXFP8,
+    burnin_gemm's otherwise. A NEFF compiled from the kernel names its inputs the same."""
+    if plan.mode == MODE_MXFP8:
+        return ("lhsT_data", "rhs_data", "lhsT_scales", "rhs_scales")
+    return ("lhsT_bits", "rhs_bits")
+
+
+def _encode(values: np.ndarray, plan: GemmPlan) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(kernel inputs by name suffix, float32 values they stand for) of a float32 [K, C] operand."""
     if plan.mode == MODE_FP32:
-        return values, values
-    if plan.mode in (MODE_BF16, MODE_MXFP8):
+        return {"bits": values}, values
+    if plan.mode == MODE_BF16:
         bits = bf16_bits(values)
-        exact = bf16_values(bits)
-        return (mx_interleave(bits, plan.pmax) if plan.mode == MODE_MXFP8 else bits), exact
+        return {"bits": bits}, bf16_values(bits)
+    if plan.mode == MODE_MXFP8:
+        mx = mx_encode(values, plan.pmax)
+        return {"data": mx.data, "scales": mx.scales}, mx.values
     bits = FLOAT8_E4M3.encode(values)
-    return bits, FLOAT8_E4M3.decode(bits)
+    return {"bits": bits}, FLOAT8_E4M3.decode(bits)
+
+
+def _inputs(plan: GemmPlan, lhsT: dict[str, np.ndarray], rhs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sides = {"lhsT": lhsT, "rhs": rhs}
+    return {name: sides[name.split("_")[0]][name.split("_")[1]] for name in input_names(plan)}
 
 
 def make_operands(plan: GemmPlan, seed: int) -> Operands:
+    """Seeded uniform(-1, 1) operands, encoded once for the kernel."""
     rng = np.random.default_rng(seed)
-    lhsT_bits, lhsT = encode(rng.uniform(-1.0, 1.0, (plan.k, plan.m)).astype(np.float32), plan)
-    rhs_bits, rhs = encode(rng.uniform(-1.0, 1.0, (plan.k, plan.n)).astype(np.float32), plan)
-    return Operands(lhsT_bits, rhs_bits, lhsT, rhs)
+    lhsT_in, lhsT = _encode(rng.uniform(-1.0, 1.0, (plan.k, plan.m)).astype(np.float32), plan)
+    rhs_in, rhs = _encode(rng.uniform(-1.0, 1.0, (plan.k, plan.n)).astype(np.float32), plan)
+    return Operands(_inputs(plan, lhsT_in, rhs_in), lhsT, rhs)
+
+
+def shape_only_inputs(plan: GemmPlan) -> dict[str, np.ndarray]:
+    """The kernel's inputs with the right names, dtypes and shapes but no memory behind them, for
+    counting runs of the emulation at full size."""
+    encoded, _ = _encode(np.zeros((plan.k, 1), np.float32), plan)
+
+    def widened(width: int) -> dict[str, np.ndarray]:
+        return {name: np.broadcast_to(a[:1, :1], (a.shape[0], width)) for name, a in encoded.items()}
+
+    return _inputs(plan, widened(plan.m), widened(plan.n))
 
 
 @dataclass(frozen=True)

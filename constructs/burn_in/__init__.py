@@ -14,7 +14,6 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct, IConstruct
 
-from trn_burnin.catalog import OVERRIDABLE_FIELDS
 from trn_burnin.publish import DEFAULT_NAMESPACE
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
@@ -194,6 +193,8 @@ class BurnInArtifacts(Construct):
             *catalog_arguments(capacity),
             "--dtype", burn_in.dtype,
             "--duration", str(burn_in.duration_seconds),
+            "--min-peak-fraction", str(burn_in.min_peak_fraction),
+            "--min-median-fraction", str(burn_in.min_median_fraction),
             "--cluster-name", self.cluster_name,
         ]  # fmt: skip
 
@@ -213,9 +214,9 @@ def cluster_test_arguments(
 def catalog_arguments(capacity: CapacityTarget) -> list[str]:
     """The node's instance type and the catalog overrides the stack used."""
     spec = capacity.instance
-    # The node may carry an overridden (uncertain) instance type string; hand it the overrides
-    # so trn_burnin finds the same catalog entry the stack used.
-    overrides = {spec.key: {field: getattr(spec, field) for field in OVERRIDABLE_FIELDS}}
+    # The node may carry an overridden (uncertain) instance type string or FP8 peak; hand it the
+    # overrides, under cdk.json's names, so trn_burnin uses the same catalog entry the stack used.
+    overrides = {spec.key: spec.overridable_values()}
     return [
         "--instance-type", spec.instance_type,
         "--catalog-overrides", json.dumps(overrides, separators=(",", ":")),

@@ -200,8 +200,6 @@ class Handover(Construct):
             ),
             "cluster_test_skipped": cluster_test.skipped,
             plan.orchestrator if plan.orchestrator == "slurm" else "kubernetes": dict(plan.settings),
-            "thresholds": {"min_peak_fraction": burn_in.min_peak_fraction,
-                           "min_median_fraction": burn_in.min_median_fraction},
         }
         return document
 

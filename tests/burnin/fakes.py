@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from trn_burnin.artifacts import CompiledVariant
+from trn_burnin.device import KernelLoader
 from trn_burnin.measure import CoreResult
-from trn_burnin.worker import WorkerJob
+from trn_burnin.worker import NRTPY, WorkerJob
 
 
 def neuron_ls_json(devices: int, logical_cores: int = 4, lnc: int = 2, skip: Sequence[int] = ()) -> str:
@@ -21,7 +23,8 @@ def neuron_ls_json(devices: int, logical_cores: int = 4, lnc: int = 2, skip: Seq
 
 
 def healthy_result(core: int, device: int, tflops: float = 60.0) -> CoreResult:
-    return CoreResult(core=core, device=device, iterations=40, tflops=tflops, latency_p50_ms=2.3,
+    return CoreResult(core=core, device=device, timing="device", timing_detail="nrtpy device-side trace",
+                      first_call_seconds=1.5, iterations=40, tflops=tflops, latency_p50_ms=2.3,
                       latency_p99_ms=2.4, max_abs_error=1e-5, max_rel_error=1e-7)
 
 
@@ -35,7 +38,10 @@ class FakeHost:
     counters_after: dict | None = None
     log: str = ""
     overrides: dict = field(default_factory=dict)  # core -> CoreResult
+    loader: KernelLoader = KernelLoader(NRTPY, "/opt/trn-kit/nrtpy-venv/bin/python")
+    compile_errors: dict = field(default_factory=dict)  # repeat -> error
     jobs: list = field(default_factory=list)
+    compiles: list = field(default_factory=list)
     _reads: int = 0
 
     def neuron_ls(self) -> str:
@@ -49,8 +55,19 @@ class FakeHost:
     def kernel_log(self) -> str:
         return self.log
 
-    def run_cores(self, cores: Sequence[tuple[int, int]], job: WorkerJob) -> list[CoreResult]:
+    def kernel_loader(self) -> KernelLoader:
+        return self.loader
+
+    def compile_kernels(self, job: WorkerJob, platform_target: str, progress) -> tuple[CompiledVariant, ...]:
+        self.compiles.append((job, platform_target))
+        return tuple(
+            CompiledVariant(r, 40.0, None, self.compile_errors[r]) if r in self.compile_errors
+            else CompiledVariant(r, 40.0, f"/tmp/trn-burnin-neff-x/repeat-{r}/kernel.neff")
+            for r in job.variants)
+
+    def run_cores(self, cores: Sequence[tuple[int, int]], job: WorkerJob, progress) -> list[CoreResult]:
         self.jobs.append((tuple(cores), job))
+        progress(f"done: {len(cores)} of {len(cores)} cores")
         return [self.overrides.get(core, healthy_result(core, device)) for core, device in cores]
 
     def software_versions(self) -> dict:

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from trn_burnin.numerics import FLOAT8_E4M3, FLOAT8_E4M3FN, bf16_bits, bf16_values, mx_interleave, round_bf16
+from trn_burnin.numerics import (
+    FLOAT8_E4M3, FLOAT8_E4M3FN, MX_SCALE_BIAS, bf16_bits, bf16_values, mx_decode_data, mx_encode, round_bf16,
+)
 
 
 def test_bf16_rounds_to_nearest_even():
@@ -35,14 +37,30 @@ def test_fp8_encode_is_exact_on_representable_values_and_saturates(fmt):
     assert fmt.round(np.array([1.0625], np.float32))[0] == 1.0
 
 
-def test_mx_interleave_puts_rows_pmax_apart_side_by_side():
-    pmax, cols = 2, 3
-    matrix = np.arange(4 * pmax * cols).reshape(4 * pmax, cols)
-    out = mx_interleave(matrix, pmax)
-    assert out.shape == (pmax, 4 * cols)
-    # partition p, column c, packed slot j holds contraction row j * pmax + p
-    for p in range(pmax):
-        for c in range(cols):
-            assert out[p, 4 * c:4 * c + 4].tolist() == [matrix[j * pmax + p, c] for j in range(4)]
-    with pytest.raises(ValueError, match="multiple of 8"):
-        mx_interleave(matrix[:6], pmax)
+def test_mx_encode_packs_rows_pmax_apart_and_scales_each_group_of_32():
+    pmax, cols = 8, 3
+    rng = np.random.default_rng(0)
+    matrix = rng.uniform(-4, 4, (2 * 4 * pmax, cols)).astype(np.float32)
+    matrix[:, 1] *= 1e-3  # another column, another scale
+    mx = mx_encode(matrix, pmax)
+    assert mx.data.shape == (2 * pmax, cols) and mx.data.dtype == np.dtype("<u4")
+    assert mx.scales.shape == (2 * pmax // 8, cols) and mx.scales.dtype == np.uint8
+    unscaled = mx_decode_data(mx.data)  # [x4 row, column, packed slot]
+    factors = np.exp2(mx.scales.astype(np.float64) - MX_SCALE_BIAS)
+    for s in range(2):
+        for p in range(pmax):
+            for j in range(4):
+                row = s * 4 * pmax + j * pmax + p
+                value = unscaled[s * pmax + p, :, j] * factors[(s * pmax + p) // 8]
+                # the values the kernel multiplies are exactly the reference's values
+                assert np.array_equal(value.astype(np.float32), mx.values[row])
+    # quantize_mx's scale rule keeps every scaled value within 2^8 (rounding may reach it), inside 448
+    assert np.abs(unscaled).max() <= 256 and np.abs(mx.values - matrix).max() <= np.abs(matrix).max() / 8
+    assert mx.scales[0, 1] < mx.scales[0, 0]
+
+
+def test_mx_encode_needs_whole_super_tiles_and_keeps_zero_groups_zero():
+    zero = mx_encode(np.zeros((32, 2), np.float32), 8)
+    assert not zero.values.any() and (zero.scales == 0).all()
+    with pytest.raises(ValueError, match="multiple of 32"):
+        mx_encode(np.zeros((24, 2), np.float32), 8)

@@ -1,22 +1,27 @@
 """The runner's logic against fake nodes: discovery, evidence, verdicts, report schema, CLI."""
 
 import json
+import re
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from trn_burnin.catalog import BF16, NEURONCORE_V3
+from trn_burnin.catalog import BF16, CATALOG, NEURONCORE_V3
 from trn_burnin.cli import main
 from trn_burnin.counters import counter_changes, parse_hw_errors, read_sysfs_counters
+from trn_burnin.device import NRTPY_PYTHON_ENV, KernelLoader, NeuronHost, find_nrtpy_python
 from trn_burnin.discovery import DiscoveryError, parse_neuron_ls
 from trn_burnin.emulation import Emulator
-from trn_burnin.measure import burn_core
+from tests.burnin import nrtpy_fake
+from trn_burnin.artifacts import ARTIFACTS_ENV, compile_variant
+from trn_burnin.measure import DeviceTimingUnavailable, burn_core
 from trn_burnin.plan import plan_gemm
-from trn_burnin.report import load_schema, validate_report
+from trn_burnin.report_check import load_schema, validate_report
 from trn_burnin.runner import RunOptions, run_burnin
-from trn_burnin.verdict import Thresholds
-from trn_burnin.worker import WorkerJob, run_worker
+from trn_burnin.thresholds import Thresholds
+from trn_burnin.worker import NRTPY, NkiKernel, WorkerJob, run_worker
 from trn_burnin.workload import make_operands, reference_tiles
 
 HW_ERR = ("[ 812.1] neuron: NEURON_HW_ERR=HBM_UNCORRECTABLE_ERROR instance-id=i-0123 hostname=ip-10-0-0-1 "
@@ -86,42 +91,101 @@ def test_hw_error_lines_are_parsed():
     assert [(e.kind, e.device, e.core) for e in errors] == [("HBM_UNCORRECTABLE_ERROR", 3, 1), ("DMA_ERROR", None, None)]
 
 
-# -- one core's measurement --------------------------------------------------------------------
-def test_burn_core_subtracts_launch_overhead_and_checks_outputs():
+# -- one core's measurement: outputs, and the real worker path on the emulation -----------------
+class _Outputs:
+    """A host-timed kernel whose launches return the given outputs in turn."""
+
+    def __init__(self, clock, outputs):
+        self.clock, self.outputs = clock, iter(outputs)
+
+    def launch(self, repeat):
+        self.clock[0] += 0.010 + 0.001 * repeat
+        return next(self.outputs)
+
+    def device_seconds(self, repeat, iterations):
+        raise DeviceTimingUnavailable("none here")
+
+
+def test_burn_core_checks_every_measured_output():
     plan = plan_gemm(NEURONCORE_V3, BF16, 128, 128, 128)
     operands = make_operands(plan, seed=0)
     tiles = reference_tiles(operands, plan, 2, seed=0)
     good = (operands.lhsT.T @ operands.rhs).astype(np.float32)
     clock = [0.0]
-    # warm-up takes two launches; then an identical copy (not a mismatch) and one output with NaNs
-    outputs = iter([good] * 2 + [good, good.copy(), np.where(good > 0.5, np.nan, good), good])
-
-    def execute(repeat):  # 10 ms launch overhead + 1 ms per GEMM
-        clock[0] += 0.010 + 0.001 * repeat
-        return next(outputs)
-
-    result = burn_core(execute, plan, tiles, core=5, device=0, repeat=4, warmup_s=0.02, duration_s=0.05,
-                       clock=lambda: clock[0])
-    assert result.latency_p50_ms == pytest.approx(1.0)
-    assert result.tflops == pytest.approx(plan.flops / 1e-3 / 1e12)
+    # first calls of both variants, three warm-up pairs (unchecked), then an identical copy (not a
+    # mismatch), one output with NaNs and two good ones
+    outputs = [good] * 2 + [None] * 6 + [good.copy(), np.where(good > 0.5, np.nan, good), good, good]
+    result = burn_core(_Outputs(clock, outputs), plan, tiles, core=5, device=0, repeat=4, warmup_s=0,
+                       duration_s=0.043, peak_tflops=78.6, clock=lambda: clock[0])
+    assert result.timing == "host" and result.latency_p50_ms == pytest.approx(1.0)
     assert result.iterations == 4 and result.mismatched_iterations == 1
     assert result.nan_count == int((good > 0.5).sum()) and result.inf_count == 0
     assert np.isinf(result.max_abs_error)  # NaN in a sampled tile counts as an unbounded error
 
 
-def test_worker_runs_the_emulated_kernel_end_to_end():
-    plan = plan_gemm(NEURONCORE_V3, BF16, 256, 256, 512)
-    job = WorkerJob(plan, repeat=2, warmup_s=0, duration_s=0, sample_tiles=4, seed=7)
-    assert WorkerJob.from_json(job.to_json()) == job
+@pytest.fixture
+def compiled_neffs(tmp_path, monkeypatch):
+    """compile(plan, repeat) -> the emulated NEFF trn_burnin.artifacts leaves, as on a node: run once
+    in a "process" whose NKI_ARTIFACTS_DIR was set before nki was imported."""
 
-    def emulated(plan, operands):
+    def compile_(plan, repeat):
+        directory = tmp_path / f"repeat-{repeat}"
+        directory.mkdir()
+        monkeypatch.setenv(ARTIFACTS_ENV, str(directory))
         kernel = Emulator(NEURONCORE_V3).load_kernel()
-        return lambda repeat: kernel.burnin_gemm(operands.lhsT_bits, operands.rhs_bits, **plan.kernel_kwargs(repeat))
+        return compile_variant(plan, repeat, 7, directory, kernel_module=kernel)
 
-    result = run_worker(job, core=3, device=0, executor=emulated)
-    assert result.error is None and result.iterations == 2
+    return compile_
+
+
+def test_a_variant_compiles_once_into_its_artifacts_directory(compiled_neffs):
+    plan = plan_gemm(NEURONCORE_V3, BF16, 256, 256, 512)
+    variant = compiled_neffs(plan, 4)
+    assert variant.error is None and variant.neff.endswith("repeat-4/kernel.neff")
+    neff = json.loads(open(variant.neff).read())
+    assert neff["kernel"] == "burnin_gemm" and neff["inputs"] == ["lhsT_bits", "rhs_bits"]
+    assert neff["kwargs"] == plan.kernel_kwargs(4)
+
+
+def test_a_variant_that_does_not_compile_leaves_no_neff_and_says_why(tmp_path):
+    class Broken:
+        def burnin_gemm(self, *args, **kwargs):
+            raise AssertionError("tile_n 1024 exceeds one PSUM bank")
+
+    plan = plan_gemm(NEURONCORE_V3, BF16, 256, 256, 512)
+    variant = compile_variant(plan, 1, 0, tmp_path, kernel_module=Broken())
+    assert variant.neff is None and variant.error == "AssertionError: tile_n 1024 exceeds one PSUM bank"
+
+
+def test_the_worker_loads_the_nodes_neffs_with_nrtpy_and_times_them_on_the_device(compiled_neffs, monkeypatch):
+    plan = plan_gemm(NEURONCORE_V3, BF16, 128, 256, 512)
+    clock = [0.0]
+    monkeypatch.setattr(nrtpy_fake, "RUNTIME", nrtpy_fake.Runtime(clock, gemm_seconds=plan.flops / 70e12))
+    monkeypatch.setitem(sys.modules, "nrtpy", nrtpy_fake)
+    job = WorkerJob(plan, repeat=2, warmup_s=0, duration_s=0, sample_tiles=4, seed=7, peak_tflops=78.6,
+                    loader=NRTPY)
+    job = job.with_neffs({r: compiled_neffs(plan, r).neff for r in job.variants})
+    assert WorkerJob.from_json(job.to_json()) == job
+    phases = []
+    result = run_worker(job, core=3, device=0, phase=phases.append, clock=lambda: clock[0])
+    assert result.error is None and result.timing == "device" and phases == ["warming up", "measuring"]
+    assert result.tflops == pytest.approx(70.0)
     assert result.max_rel_error < 1e-6 and result.mismatched_iterations == 0
-    failed = run_worker(job, core=3, device=0)  # the real executor: no Neuron nki here
+    nrtpy_fake.RUNTIME.tracing = False  # nrtpy's device mode finds no execution events
+    fallback = run_worker(job, core=3, device=0, phase=phases.append, clock=lambda: clock[0])
+    assert fallback.timing == "host" and fallback.tflops == pytest.approx(70.0, rel=1e-6)
+    assert fallback.timing_detail.startswith("device timing unavailable (nrtpy device mode: no device execution")
+
+
+def test_without_nrtpy_the_worker_compiles_through_nki_and_times_on_the_host():
+    plan = plan_gemm(NEURONCORE_V3, BF16, 128, 256, 512)
+    job = WorkerJob(plan, repeat=2, warmup_s=0, duration_s=0, sample_tiles=4, seed=7, peak_tflops=1e9)
+    kernel = Emulator(NEURONCORE_V3).load_kernel()
+    result = run_worker(job, core=3, device=0, kernel=lambda job, operands: NkiKernel(job.plan, operands, kernel),
+                        phase=lambda _: None)
+    assert result.error is None and result.timing == "host" and result.iterations == 2
+    assert "nrtpy was not found on this node" in result.timing_detail
+    failed = run_worker(job, core=3, device=0, phase=lambda _: None)  # the real nki: not installed here
     assert failed.error is not None and failed.core == 3
 
 
@@ -200,17 +264,116 @@ def test_node_without_neuron_ls_fails_without_running(trn2, fake_host):
     assert fake_host.jobs == [] and report["cores"] == []
 
 
+def test_the_kernel_is_compiled_once_for_the_node_before_the_workers_load_it(trn2, fake_host):
+    lines = []
+    report = run_burnin(_options(trn2), fake_host, now=lambda: "2026-11-22T06:00:00Z", progress=lines.append)
+    ((job, target),) = fake_host.compiles
+    assert job.variants == (1, 4) and target == "trn2" and job.peak_tflops == pytest.approx(78.6, abs=0.05)
+    (_, worker_job), = fake_host.jobs
+    assert worker_job.loader == "nrtpy" and sorted(worker_job.neffs) == ["1", "4"]
+    assert report["kernel"]["loader"]["kind"] == "nrtpy"
+    assert [c["repeat"] for c in report["kernel"]["compiled"]] == [1, 4]
+    assert report["cores"][0]["timing"] == "device"
+    assert lines == ["16 Neuron devices, 128 NeuronCores; bf16 GEMM 4096x4096x4096, 4 per launch; workers run the "
+                     "kernel with nrtpy", "done: 128 of 128 cores"]
+
+
+def test_a_kernel_that_does_not_compile_fails_the_node_before_any_core_runs(trn2, fake_host):
+    fake_host.compile_errors[4] = "the compile process exited 1: NCC_EVRF007 ..."
+    report = _run(trn2, fake_host)
+    assert _rules(report) == [("compile_error", None, None)]
+    assert report["verdict"]["failures"][0]["message"] == (
+        "the repeat=4 kernel did not compile: the compile process exited 1: NCC_EVRF007 ...")
+    assert fake_host.jobs == [] and report["cores"] == []
+    assert not any(chip["passed"] for chip in report["chips"])
+
+
+def test_without_nrtpy_workers_compile_themselves_and_get_no_neffs(trn2, fake_host):
+    fake_host.loader = KernelLoader("nki", "/usr/bin/python3", "no interpreter with nrtpy")
+    report = _run(trn2, fake_host)
+    (_, job), = fake_host.jobs
+    assert job.loader == "nki" and job.neffs == {}
+    assert report["kernel"]["loader"] == {"kind": "nki", "python": "/usr/bin/python3",
+                                          "note": "no interpreter with nrtpy"}
+
+
+def test_an_invalid_measurement_is_excluded_from_the_median_and_from_the_chip(trn2, fake_host, make_result):
+    fake_host.overrides[8] = replace(make_result(8, 1), tflops=None, latency_p50_ms=None, latency_p99_ms=None,
+                                     measurement_invalid="5.5e+11 TFLOPS is above 1.05 x the 78.6 TFLOPS peak")
+    report = _run(trn2, fake_host)
+    assert _rules(report) == [("measurement_invalid", 1, 8)]
+    assert report["cores"][8]["fraction_of_peak"] is None and not report["cores"][8]["passed"]
+    assert report["chips"][1]["tflops"] == pytest.approx(7 * 60.0) and not report["chips"][1]["passed"]
+
+
+def test_an_uncertain_peak_says_how_to_override_it(fake_host, make_result):
+    spec = CATALOG["trn3-gen1"]
+    fake_host.overrides[2] = make_result(2, 0, tflops=80.0)  # FP8 at the BF16 rate, below 70% of 157.3
+    report = _run(spec, fake_host, dtype="fp8", thresholds=Thresholds.for_dtype("fp8", min_median_fraction=0.5))
+    assert report["thresholds"]["peak_uncertain"] is True
+    assert report["verdict"]["failures"][0]["message"].endswith(
+        "(the catalog marks this peak UNCERTAIN: once measured, set catalogOverrides "
+        "trn3-gen1.fp8PeakTflopsPerCore)")
+
+
+# -- the real node's processes, with stand-in interpreters ------------------------------------------
+def _interpreter(path, script):
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_nrtpy_is_looked_for_in_other_interpreters(tmp_path, monkeypatch):
+    without = _interpreter(tmp_path / "nki-python", "exit 1")
+    with_nrtpy = _interpreter(tmp_path / "nrtpy-python", 'case "$2" in *nrtpy*) exit 0;; esac; exit 1')
+    assert find_nrtpy_python([without, str(tmp_path / "missing"), with_nrtpy]) == with_nrtpy
+    assert find_nrtpy_python([without]) is None
+    monkeypatch.setenv(NRTPY_PYTHON_ENV, with_nrtpy)
+    assert find_nrtpy_python() == with_nrtpy
+
+
+def test_a_node_without_nki_reports_the_compile_process_failure():
+    plan = plan_gemm(NEURONCORE_V3, BF16, 128, 128, 512)
+    job = WorkerJob(plan, repeat=2, warmup_s=0, duration_s=0, sample_tiles=2, seed=0, peak_tflops=78.6)
+    lines = []
+    compiled = NeuronHost().compile_kernels(job, "trn2", lines.append)
+    assert [(c.repeat, c.neff) for c in compiled] == [(1, None), (2, None)]
+    # The compile process runs; the kernel's `import nki` is what fails on a machine without Neuron.
+    assert all(c.error.startswith("ModuleNotFoundError: No module named 'nki'") for c in compiled)
+    assert lines[0].startswith("compiling the repeat=1 kernel once for the node, on core 0, into /tmp/")
+    assert lines[-1] == "repeat=2 kernel did not compile: ModuleNotFoundError: No module named 'nki'"
+
+
+def test_workers_report_their_phases_and_failures(tmp_path, monkeypatch, make_result):
+    result = json.dumps(make_result(0, 0).to_dict())
+    worker = _interpreter(tmp_path / "python", (
+        'case "$2" in *worker*) ;; *) exit 1;; esac\n'
+        'echo "trn-burnin-progress: warming up" >&2; echo "trn-burnin-progress: measuring" >&2\n'
+        f'[ "$NEURON_RT_VISIBLE_CORES" = 0 ] && echo \'{result}\' && exit 0\n'
+        'echo "NRT init failed on core $NEURON_RT_VISIBLE_CORES" >&2; exit 3'))
+    host = NeuronHost()
+    host._loader = KernelLoader("nrtpy", worker)
+    plan = plan_gemm(NEURONCORE_V3, BF16, 128, 128, 512)
+    job = WorkerJob(plan, repeat=2, warmup_s=0, duration_s=0, sample_tiles=2, seed=0, peak_tflops=78.6,
+                    loader="nrtpy", neffs={"1": "a.neff", "2": "b.neff"})
+    lines = []
+    results = host.run_cores([(0, 0), (1, 0)], job, lines.append)
+    assert results[0] == make_result(0, 0)
+    assert results[1].error == "worker exited 3: NRT init failed on core 1"
+    assert {"warming up: 2 of 2 cores", "measuring: 2 of 2 cores", "done: 2 of 2 cores"} <= set(lines)
+
+
 # -- report schema -----------------------------------------------------------------------------
 def test_schema_validator_reports_paths(trn2, fake_host):
     report = _run(trn2, fake_host)
     report["cores"][2]["tflops"] = "fast"
     del report["node"]["instance_id"]
     report["verdict"]["failures"].append({"rule": "vibes", "message": "", "device": None, "core": None})
-    report["schema_version"] = 2
+    report["schema_version"] = 3
     assert sorted(validate_report(report)) == sorted([
-        "$.schema_version: expected 1, got 2",
+        "$.schema_version: expected 2, got 3",
         "$.node: missing 'instance_id'",
-        "$.cores[2].tflops: expected number, got str",
+        "$.cores[2].tflops: expected number or null, got str",
         "$.verdict.failures[0].rule: 'vibes' is not one of " + str(
             load_schema()["properties"]["verdict"]["properties"]["failures"]["items"]["properties"]["rule"]["enum"]),
     ])
@@ -230,6 +393,25 @@ def test_cli_run_writes_report_and_exits_by_verdict(tmp_path, fake_host, capsys,
     assert "core 9 (device 1) max relative error" in capsys.readouterr().out
 
 
+def test_cli_run_shows_progress_on_stderr(tmp_path, fake_host, capsys):
+    assert main(["run", "--instance-type", "trn2.48xlarge", "--instance-id", "i-1", "--output",
+                 str(tmp_path / "r.json")], host=fake_host, identity=pytest.fail) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"^trn-burnin \S+Z 16 Neuron devices, 128 NeuronCores", err, re.M)
+    assert re.search(r"^trn-burnin \S+Z done: 128 of 128 cores$", err, re.M)
+    assert out.splitlines()[-1] == "PASS" and "done:" not in out
+
+
+def test_cli_plan_prints_what_each_core_must_reach_per_catalog_entry(capsys):
+    assert main(["plan", "--catalog-overrides", '{"trn3-gen1": {"instanceType": "trn3u.48xlarge"}}'],
+                identity=pytest.fail) == 0
+    rows = {tuple(line.split()[:2] + line.split()[4:5]): line.split() for line in capsys.readouterr().out.splitlines()}
+    assert rows[("trn2", "trn2.48xlarge", "fp32")][3:10] == ["128", "fp32", "20.0", "14.0", "55", "228", "4.12"]
+    assert rows[("trn3-gen1", "trn3u.48xlarge", "fp8")][5] == "157.3?"  # the UNCERTAIN peak
+    assert rows[("trn3-gen1", "trn3u.48xlarge", "mxfp8")][6:10] == ["220.2", "514", "669", "1.30"]
+    assert rows[("trn3-gen2", "trn3p.16xlarge", "bf16")][3] == "32"
+
+
 def test_cli_reads_identity_from_metadata(tmp_path, fake_host):
     assert main(["run", "--output", str(tmp_path / "r.json")], host=fake_host,
                 identity=lambda: ("trn2.48xlarge", "i-9")) == 0
@@ -245,7 +427,9 @@ def test_cli_reads_identity_from_metadata(tmp_path, fake_host):
      "K=100 must be a multiple"),
     (["run", "--min-peak-fraction", "1.5"], "between 0 and 1"),
     (["run", "--s3-uri", "bucket/key"], "expected s3://bucket"),
-    (["plan"], "could not read instance metadata"),
+    (["plan", "--instance-type", "p5.48xlarge"], "'p5.48xlarge' is not in the catalog"),
+    (["plan", "--catalog-overrides", '{"trn2": {"efaNetworkCards": 0}}'],
+     "--catalog-overrides: trn2.efaNetworkCards: got 0; allowed: a whole number 1-32"),
 ])
 def test_cli_usage_errors_are_messages_not_tracebacks(argv, message, capsys):
     def no_metadata():

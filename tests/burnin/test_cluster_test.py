@@ -13,7 +13,7 @@ from trn_burnin.cli import main
 from trn_burnin.collective import (GIB, SCHEMA_PATH, AllReducePlan, BusBandwidthFloor, NccomTest,
                                    SlurmPlacement, run_cluster_test)
 from trn_burnin.publish import parse_s3_object_uri
-from trn_burnin.report import load_schema, validate_report
+from trn_burnin.report_check import load_schema, validate_report
 
 MIB = 2**20
 NOW = "2026-11-22T09:00:00Z"

@@ -17,7 +17,7 @@ from trn_burnin.catalog import CATALOG
 from trn_burnin.cli import main
 from trn_burnin.collective import SCHEMA_PATH, AllReducePlan, HostsPlacement, SlurmPlacement
 from trn_burnin.rendezvous import Clock, OpenSsh, RunFolder, SshError, run_command
-from trn_burnin.report import load_schema, validate_report
+from trn_burnin.report_check import load_schema, validate_report
 
 BUCKET, PREFIX = "reports", "cluster-test/run-1/"
 RUN = f"s3://{BUCKET}/{PREFIX}"

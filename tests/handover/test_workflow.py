@@ -21,8 +21,8 @@ def test_all_nodes_pass_and_the_cluster_test_hands_over(cloud):
     assert verdict["state"] == "ready"
     assert verdict["passed_nodes"] == 4 and verdict["failed"] == [] and verdict["replaced"] == []
     assert verdict["summary"].startswith(
-        "4/4 nodes passed the burn-in (policy 100% of nodes, per-core floors 70% of peak and 90% of the "
-        "node median); median chip throughput 76.3% of peak. Cluster all-reduce across 4 nodes: 150.0 GiB/s"
+        "4/4 nodes passed the burn-in (policy 100% of nodes; cores >= 70% of the 78.6 TFLOPS bf16 peak and >= 90% "
+        "of their node's median); median chip throughput 76.3% of peak. Cluster all-reduce across 4 nodes: 150.0 GiB/s"
     )
     assert terminations(cloud) == []
     assert json.loads(cloud.parameters[STATE_PARAMETER])["state"] == "ready"

@@ -32,7 +32,6 @@ def settings(**overrides: Any) -> Settings:
                             job_environment=("HOME=/root",), region="us-east-2",
                             package="s3://cdk-assets/package.zip", bootstrap_source="s3://cdk-assets/bootstrap.py",
                             bootstrap_path="/opt/trn-kit/trn_burnin_bootstrap.py"),
-        thresholds={"min_peak_fraction": 0.7, "min_median_fraction": 0.9},
     )  # fmt: skip
     return replace(base, **overrides)
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from trn_burnin import schema
+from trn_burnin import report_check
 
 from . import aws
 from .aws import iso
@@ -55,7 +55,7 @@ class ClusterTestRunner(Protocol):
 
 @cache
 def _result_schema() -> dict[str, Any]:
-    return schema.load(schema.CLUSTER_TEST_SCHEMA)
+    return report_check.load_schema(report_check.SCHEMA_PATH.with_name("cluster_test_schema.json"))
 
 
 def listed_keys(s3: Any, bucket: str, prefix: str) -> set[str]:
@@ -70,7 +70,7 @@ def read_json(s3: Any, bucket: str, key: str) -> Any:
 
 
 def judge(document: Any, uri: str) -> StageResult:
-    problems = schema.problems(document, _result_schema())
+    problems = report_check.validate_report(document, _result_schema())
     if problems:
         return StageResult(False, f"Cluster test result {uri} is unreadable ({'; '.join(problems[:3])})")
     verdict = document["verdict"]

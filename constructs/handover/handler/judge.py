@@ -104,12 +104,10 @@ def decide(
         counted, unit = len(passed), "nodes"
     fractions = [f for i in passed for f in outcomes[i].chip_fractions_of_peak]
     median = f"{100 * statistics.median(fractions):.1f}%" if fractions else "n/a"
-    thresholds = settings.thresholds
-    floors = (
-        f", per-core floors {thresholds['min_peak_fraction']:.0%} of peak and "
-        f"{thresholds['min_median_fraction']:.0%} of the node median"
-        if thresholds else ""
-    )
+    # The rules each verdict was reached by, as the reports say: a node that reported before a
+    # change of the thresholds keeps the verdict it was judged to.
+    judged_by = sorted({o.thresholds for o in outcomes.values() if o.thresholds})
+    floors = f"; {' | '.join(judged_by)}" if judged_by else ""
     summary = (
         f"{len(passed)}/{settings.expected_nodes} nodes passed the burn-in (policy "
         f"{settings.min_healthy_fraction:.0%} of {unit}{floors}); median chip throughput {median} of peak"

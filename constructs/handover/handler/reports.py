@@ -7,15 +7,13 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, Iterable
 
-from trn_burnin import schema
+from trn_burnin.report_check import UnreadableReport, read_node_report
 
 MAX_REASONS_PER_NODE = 3
 # trn_burnin.publish names each report <instance id>-<UTC timestamp>.json under the prefix.
 REPORT_KEY = re.compile(r"(?P<instance>i-[0-9a-f]+)-[^/]+\.json")
-MAX_PROBLEMS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -25,6 +23,7 @@ class NodeOutcome:
     reasons: tuple[str, ...]
     chip_fractions_of_peak: tuple[float, ...] = ()
     report_uri: str | None = None
+    thresholds: str = ""  # the per-core rules the node was judged by, in words
 
     def describe(self) -> str:
         return f"{self.instance_id}: " + "; ".join(self.reasons[:MAX_REASONS_PER_NODE])
@@ -41,11 +40,6 @@ class ReportObject:
 # A warm function reads each report once: an object's ETag changes with its content.
 _READ: dict[tuple[str, str, str], "NodeOutcome"] = {}
 _READ_LIMIT = 4096
-
-
-@cache
-def _report_schema() -> dict[str, Any]:
-    return schema.load(schema.REPORT_SCHEMA)
 
 
 def list_reports(s3: Any, bucket: str, prefix: str) -> list[ReportObject]:
@@ -84,26 +78,16 @@ def read_outcome(s3: Any, bucket: str, item: ReportObject) -> NodeOutcome:
 
 def _judge(s3: Any, bucket: str, item: ReportObject) -> NodeOutcome:
     uri = f"s3://{bucket}/{item.key}"
+    body = s3.get_object(Bucket=bucket, Key=item.key)["Body"].read()
     try:
-        document = json.loads(s3.get_object(Bucket=bucket, Key=item.key)["Body"].read())
-    except ValueError as error:
-        return _unreadable(item, uri, f"not JSON: {error}")
-    problems = schema.problems(document, _report_schema())
-    if problems:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = f" (+{len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
-        return _unreadable(item, uri, f"does not match the report schema: {shown}{more}")
-    named = document["node"]["instance_id"]
+        reading = read_node_report(body)
+        named = json.loads(body)["node"]["instance_id"]
+    except UnreadableReport as error:
+        return _unreadable(item, uri, str(error))
     if named != item.instance_id:
         return _unreadable(item, uri, f"it describes instance {named}, not {item.instance_id}")
-    verdict = document["verdict"]
-    peak_per_chip = document["thresholds"]["peak_tflops_per_core"] * document["expected"]["cores_per_device"]
-    fractions = tuple(chip["tflops"] / peak_per_chip for chip in document["chips"]) if peak_per_chip else ()
-    reasons = tuple(failure["message"] for failure in verdict["failures"])
-    passed = verdict["passed"] and not reasons
-    if verdict["passed"] and reasons:
-        reasons = ("report says passed but lists failures: " + reasons[0], *reasons[1:])
-    return NodeOutcome(item.instance_id, passed, reasons or ("passed",), fractions, uri)
+    return NodeOutcome(item.instance_id, reading.passed, reading.reasons or ("passed",),
+                       reading.chip_fractions_of_peak, uri, reading.thresholds)
 
 
 def _unreadable(item: ReportObject, uri: str, why: str) -> NodeOutcome:

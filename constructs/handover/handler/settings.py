@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -77,7 +77,6 @@ class Settings:
     cluster_test_skipped: str | None  # why there is no cluster test; None: there is one
     slurm: SlurmSettings | None = None
     kubernetes: KubernetesSettings | None = None
-    thresholds: Mapping[str, float] = field(default_factory=dict)  # shown in the summary
 
     @property
     def reports_location(self) -> str:
@@ -100,7 +99,6 @@ class Settings:
             cluster_test_skipped=plan.get("cluster_test_skipped"),
             slurm=SlurmSettings(**{**slurm, "job_environment": tuple(slurm["job_environment"])}) if slurm else None,
             kubernetes=KubernetesSettings(**kubernetes) if kubernetes else None,
-            thresholds=plan.get("thresholds", {}),
         )
 
     @classmethod

@@ -8,11 +8,15 @@
 # with --check in its test phase. The pins come from ami/versions.json, as arguments:
 #
 #   install_neuron.sh [--check] --release R --venv DIR \
-#       --deb NAME=VERSION [--deb ...] --pip NAME==VERSION [--pip ...]
+#       --deb NAME=VERSION [--deb ...] --pip NAME==VERSION [--pip ...] \
+#       [--runtime-venv DIR --runtime-pip NAME==VERSION [--runtime-pip ...]]
 #
 # --deb: Neuron apt packages (driver, runtime, collectives, tools), held at their pins.
 # --pip: Python packages of the venv DIR (the Neuron compiler, nki, the burn-in's dependencies),
 #        from the Neuron pip repository and PyPI.
+# --runtime-pip: Python packages of a second venv, --runtime-venv: nrtpy, the Neuron runtime's Python
+#        API, which cannot share an environment with nki; the burn-in loads and times its compiled
+#        kernels with it.
 # --check: change nothing; exit 1 if anything is not at its pin.
 # Exit codes: 0 everything at its pin, 1 not (or an install step failed), 2 bad arguments.
 set -euo pipefail
@@ -25,28 +29,35 @@ NEURON_APT_KEY=/usr/share/keyrings/neuron.gpg
 log() { echo "install_neuron: $*" >&2; }
 usage() {
   log "$1"
-  log "usage: install_neuron.sh [--check] --release R --venv DIR --deb NAME=VERSION... --pip NAME==VERSION..."
+  log "usage: install_neuron.sh [--check] --release R --venv DIR --deb NAME=VERSION... --pip NAME==VERSION..." \
+    "[--runtime-venv DIR --runtime-pip NAME==VERSION...]"
   exit 2
 }
 
 check_only=false
 release=""
 venv=""
+runtime_venv=""
 debs=()
 pips=()
+runtime_pips=()
+pip_pin='^[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][A-Za-z0-9.+!-]*$'
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=true; shift; continue ;;
-    --release | --venv | --deb | --pip) [ $# -ge 2 ] || usage "$1 needs a value" ;;
+    --release | --venv | --deb | --pip | --runtime-venv | --runtime-pip) [ $# -ge 2 ] || usage "$1 needs a value" ;;
     *) usage "unknown argument: $1" ;;
   esac
   case "$1" in
     --release) release=$2 ;;
     --venv) venv=$2 ;;
+    --runtime-venv) runtime_venv=$2 ;;
     --deb) [[ "$2" =~ ^[a-z0-9][a-z0-9.+-]*=[0-9][A-Za-z0-9.+~-]*$ ]] || usage "--deb wants NAME=VERSION, got '$2'"
            debs+=("$2") ;;
-    --pip) [[ "$2" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][A-Za-z0-9.+!-]*$ ]] || usage "--pip wants NAME==VERSION, got '$2'"
+    --pip) [[ "$2" =~ $pip_pin ]] || usage "--pip wants NAME==VERSION, got '$2'"
            pips+=("$2") ;;
+    --runtime-pip) [[ "$2" =~ $pip_pin ]] || usage "--runtime-pip wants NAME==VERSION, got '$2'"
+                   runtime_pips+=("$2") ;;
   esac
   shift 2
 done
@@ -54,6 +65,11 @@ done
 [[ "$venv" == /* ]] || usage "--venv wants an absolute path"
 [ ${#debs[@]} -gt 0 ] || usage "at least one --deb is required"
 [ ${#pips[@]} -gt 0 ] || usage "at least one --pip is required"
+if [ -n "$runtime_venv" ] || [ ${#runtime_pips[@]} -gt 0 ]; then
+  [[ "$runtime_venv" == /* ]] || usage "--runtime-venv wants an absolute path (with --runtime-pip)"
+  [ ${#runtime_pips[@]} -gt 0 ] || usage "--runtime-venv needs at least one --runtime-pip"
+  [ "$runtime_venv" != "$venv" ] || usage "--runtime-venv must differ from --venv: nrtpy and nki cannot share one"
+fi
 
 # Neuron's deb versions may carry a build suffix (2.23.112.0-9b5179492, say): a pin matches the
 # version itself or the version followed by "-<suffix>".
@@ -84,13 +100,15 @@ driver_current() {
   return 0
 }
 
-# Prints each --pip pin the venv does not satisfy, one a line.
+# missing_pips DIR PIN...: prints each pin the venv DIR does not satisfy, one a line.
 missing_pips() {
-  if [ ! -x "$venv/bin/python" ]; then
-    printf '%s\n' "${pips[@]}"
+  local dir=$1
+  shift
+  if [ ! -x "$dir/bin/python" ]; then
+    printf '%s\n' "$@"
     return 0
   fi
-  "$venv/bin/python" - "${pips[@]}" <<'PY'
+  "$dir/bin/python" - "$@" <<'PY'
 import sys
 from importlib import metadata
 
@@ -105,17 +123,18 @@ for pin in sys.argv[1:]:
 PY
 }
 
+# venv_at_pins DIR PIN...
 venv_at_pins() {
-  local missing
-  if ! missing=$(missing_pips); then
-    log "venv $venv: its python cannot list its packages"
+  local dir=$1 missing
+  if ! missing=$(missing_pips "$@"); then
+    log "venv $dir: its python cannot list its packages"
     return 1
   fi
   if [ -n "$missing" ]; then
-    log "venv $venv: want ${missing//$'\n'/ }"
+    log "venv $dir: want ${missing//$'\n'/ }"
     return 1
   fi
-  log "venv $venv: at pins"
+  log "venv $dir: at pins"
   return 0
 }
 
@@ -166,17 +185,20 @@ install_debs() {
   fi
 }
 
+# install_venv DIR PIN...
 install_venv() {
-  if venv_at_pins; then
+  local dir=$1
+  if venv_at_pins "$@"; then
     return 0
   fi
+  shift
   apt_update_once
   apt_get install python3-venv
-  python3 -m venv "$venv"
+  python3 -m venv "$dir"
   # The real Neuron packages are only in the Neuron repository (PyPI has placeholders under the
   # same names); the exact pins select the release.
-  "$venv/bin/python" -m pip install --no-input --disable-pip-version-check --progress-bar off \
-    --extra-index-url "$NEURON_PIP_REPO" "${pips[@]}"
+  "$dir/bin/python" -m pip install --no-input --disable-pip-version-check --progress-bar off \
+    --extra-index-url "$NEURON_PIP_REPO" "$@"
 }
 
 verify() {
@@ -185,14 +207,16 @@ verify() {
     deb_at_pin "$spec" || ok=1
     if [ "${spec%%=*}" = aws-neuronx-dkms ]; then driver_current || ok=1; fi
   done
-  venv_at_pins || ok=1
+  venv_at_pins "$venv" "${pips[@]}" || ok=1
+  if [ -n "$runtime_venv" ]; then venv_at_pins "$runtime_venv" "${runtime_pips[@]}" || ok=1; fi
   return $ok
 }
 
 log "Neuron SDK $release"
 if ! $check_only; then
   install_debs
-  install_venv
+  install_venv "$venv" "${pips[@]}"
+  if [ -n "$runtime_venv" ]; then install_venv "$runtime_venv" "${runtime_pips[@]}"; fi
 fi
 if verify; then
   log "everything at its pin"
