@@ -28,7 +28,14 @@ from trn_constructs.eks.manifests import (
     shared_storage_manifests,
 )
 from trn_constructs.eks.nodes import ClusterNodes
-from trn_constructs.findings import acknowledge, managed_policy_finding
+from trn_constructs.findings import (
+    CLOUDFORMATION_INVOKED,
+    SYNCHRONOUS_HANDLER,
+    acknowledge,
+    acknowledge_deploy_time_function,
+    managed_policy_finding,
+)
+from trn_constructs.log_groups import adopt_log_groups, log_group
 from trn_constructs.network import Network
 from trn_constructs.storage import SharedFileSystem
 
@@ -122,12 +129,8 @@ class EksOrchestrator(Construct):
         # A fixed name lets the control-plane log group exist (with our retention) before EKS
         # would create it with none.
         name = cluster_name(stack.stack_name)
-        control_plane_logs = logs.LogGroup(
-            self,
-            "ControlPlaneLogs",
-            log_group_name=f"/aws/eks/{name}/cluster",
-            retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
+        control_plane_logs = log_group(
+            self, "ControlPlaneLogs", name=f"/aws/eks/{name}/cluster", retention=log_retention
         )
         secrets_key = kms.Key(
             self,
@@ -156,6 +159,9 @@ class EksOrchestrator(Construct):
             ),
         )
         self.cluster.node.add_dependency(control_plane_logs)
+        # KubectlProviderOptions has no log group setting: its two groups get the kit's settings
+        # on their CloudFormation resources instead.
+        adopt_log_groups(self.cluster.node.find_child("KubectlProvider"), log_retention)
         self._acknowledge_cluster_internals()
 
         if config.admin_role_arn:
@@ -395,4 +401,11 @@ class EksOrchestrator(Construct):
             provider,
             "AwsSolutions-L1",
             "aws-cdk-lib picks the kubectl handler's Python runtime (the newest its layers support)",
+        )
+        # Both run in the cluster subnets, so that kubectl reaches the private endpoint.
+        acknowledge_deploy_time_function(handler, SYNCHRONOUS_HANDLER, in_vpc=True)
+        acknowledge_deploy_time_function(
+            provider.node.find_child("Provider").node.find_child("framework-onEvent"),
+            CLOUDFORMATION_INVOKED,
+            in_vpc=True,
         )

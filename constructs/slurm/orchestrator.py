@@ -20,7 +20,7 @@ from aws_cdk.aws_logs import RetentionDays
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
-from trn_constructs.config import LOG_RETENTION, SlurmConfig
+from trn_constructs.config import RETENTION_DAYS, SlurmConfig
 from trn_constructs.findings import acknowledge, wildcard_finding
 from trn_constructs.image import ImageVersions
 from trn_constructs.network import Network
@@ -41,9 +41,6 @@ PROVIDER_TEMPLATE_URL = (
     "https://${AWS::Region}-aws-parallelcluster.s3.${AWS::Region}.${AWS::URLSuffix}"
     f"/parallelcluster/{PCLUSTER_VERSION}/templates/custom_resource/cluster.yaml"
 )
-
-_DAYS_BY_RETENTION = {retention: days for days, retention in LOG_RETENTION.items()}
-
 
 class SlurmOrchestrator(Construct):
     """A ParallelCluster Slurm cluster: a head node and one queue of Trainium nodes in the block.
@@ -132,7 +129,7 @@ class SlurmOrchestrator(Construct):
             ),
             file_system_id=storage.file_system_id,
             mount_dir=mount_dir,
-            log_retention_days=_DAYS_BY_RETENTION[log_retention],
+            log_retention_days=RETENTION_DAYS[log_retention],
             tags=tags,
         )
         self.cluster = CustomResource(
