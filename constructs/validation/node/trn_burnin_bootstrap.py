@@ -143,6 +143,11 @@ class KubernetesNode:
         with urllib.request.urlopen(request, context=self.tls, timeout=30) as response:
             return json.load(response)
 
+    def instance_id(self) -> str:
+        """The EC2 instance behind the Node, from its provider id (aws:///<zone>/<instance id>):
+        a pod reaches no instance metadata (the nodes' IMDS hop limit is 1)."""
+        return self._call("GET", self.url)["spec"]["providerID"].rsplit("/", 1)[-1]
+
     def record(self, passed: bool, report: dict | None, report_uri: str) -> None:
         node = self._call("GET", self.url)
         reason = failure_summary(report)[:1000] or (
@@ -259,11 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     fetch_package(args.package, args.region)
     if args.cluster_test:
         exec_cluster_test(burnin_args)
+    node = KubernetesNode(args.kubernetes_node) if args.kubernetes_node else None
+    if node:
+        burnin_args = [*burnin_args, "--instance-id", node.instance_id()]
     report_path = INSTALL_DIR / "last-report.json"
     code = run_burnin(args.reports, args.region, burnin_args, report_path)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    if args.kubernetes_node:
-        KubernetesNode(args.kubernetes_node).record(code == 0, report, args.reports)
+    if node:
+        node.record(code == 0, report, args.reports)
     print(f"burn-in {'passed' if code == 0 else 'FAILED'} (exit {code})", flush=True)
     if args.slurm and code != 0:
         drain_slurm_node(drain_reason(report, code, args.reports))
