@@ -96,6 +96,8 @@ def test_gate_handlers_poll_on_a_schedule_and_read_only_what_they_need(slurm):
                         "Action": ["ec2:DescribeInstances", "ssm:GetCommandInvocation"],
                         "Resource": "*",
                     }),
+                    # The reports' key: reading them, and writing the cluster test's marker.
+                    Match.object_like({"Action": ["kms:Decrypt", "kms:GenerateDataKey"]}),
                     Match.object_like({"Action": "ssm:SendCommand"}),
                     Match.object_like({
                         "Action": "s3:ListBucket",
@@ -200,10 +202,12 @@ def test_node_policy_writes_reports_and_metrics_only(slurm):
         {"Properties": {"Description": Match.string_like_regexp("^Trainium nodes")}},
     ).values()
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"]
+    assert [s["Action"] for s in statements] == [
+        "s3:GetObject", "s3:PutObject", "kms:GenerateDataKey", "cloudwatch:PutMetricData"
+    ]
     written = [part for resource in statements[1]["Resource"] for part in resource["Fn::Join"][1]]
     assert [p for p in written if isinstance(p, str)] == [f"/{REPORTS_PREFIX}*", f"/{CLUSTER_TEST_PREFIX}*"]
-    assert statements[2]["Condition"] == {
+    assert statements[3]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "TrnCluster/BurnIn"}
     }
 
@@ -459,7 +463,10 @@ def test_eks_all_reduce_pods_may_only_read_the_package_and_use_their_folder(eks)
         if p["Properties"]["PolicyName"].startswith("EksClusterTestPodRole")
     ]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:ListBucket", ["s3:GetObject", "s3:PutObject"]]
+    assert [s["Action"] for s in statements] == [
+        "s3:GetObject", "s3:ListBucket", ["s3:GetObject", "s3:PutObject"],
+        ["kms:Decrypt", "kms:GenerateDataKey"],
+    ]
     # The package only: the bootstrap reaches the pods in their ConfigMap.
     assert statements[0]["Resource"].endswith(".zip")
     assert statements[1]["Condition"] == {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}}
@@ -480,12 +487,14 @@ def test_eks_second_stage_may_list_and_read_the_run_folder_and_nothing_more(eks)
         elif statement["Action"] == "s3:GetObject":
             for resource in statement["Resource"]:
                 granted.add(("s3:GetObject", resource["Fn::Join"][1][-1]))
+        elif statement["Action"] == "kms:Decrypt":
+            granted.add(("kms:Decrypt", statement["Resource"]["Fn::GetAtt"][0]))
         else:
             granted.add((statement["Action"], statement["Resource"]))
     assert granted == {
         ("s3:ListBucket", f"{REPORTS_PREFIX}*"), ("s3:GetObject", f"/{REPORTS_PREFIX}*"),
         ("s3:ListBucket", f"{CLUSTER_TEST_PREFIX}*"), ("s3:GetObject", f"/{CLUSTER_TEST_PREFIX}*"),
-        ("ec2:DescribeInstances", "*"),
+        ("ec2:DescribeInstances", "*"), ("kms:Decrypt", "BurnInReportsKey53086CAB"),
     }
 
 

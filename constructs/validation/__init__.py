@@ -13,13 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import CustomResource, Duration, Fn, RemovalPolicy, Stack
+from aws_cdk import CustomResource, Duration, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
-from aws_cdk import custom_resources as cr
 from constructs import Construct, IConstruct
 
 from trn_burnin.catalog import OVERRIDABLE_FIELDS
@@ -27,8 +25,9 @@ from trn_burnin.publish import DEFAULT_NAMESPACE
 from trn_burnin.rendezvous import HOSTS_DIR, LAUNCHER_KEY_NAME, RESULT_NAME
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
-from trn_constructs.findings import acknowledge, acknowledge_provider_framework, arn_finding
-from trn_constructs.handlers import handler_code, handler_function
+from trn_constructs.evidence_bucket import evidence_bucket
+from trn_constructs.findings import acknowledge, arn_finding
+from trn_constructs.handlers import handler_code, handler_function, provider
 
 HERE = Path(__file__).resolve().parent
 BURN_IN_PACKAGE_DIR = HERE.parent.parent / "trn_burnin"
@@ -58,6 +57,7 @@ class BurnInArtifacts(Construct):
         package: the zipped ``trn_burnin`` package (a CDK asset, versioned with the stack).
         bootstrap: the bootstrap script (a CDK asset), for orchestrators that fetch scripts by URI.
         bucket, reports_prefix: where every node writes its report.
+        reports: the bucket with its key (readers and writers need both) and access-log bucket.
         cluster_name: the ClusterName dimension of the nodes' burn-in metrics.
     """
 
@@ -68,22 +68,11 @@ class BurnInArtifacts(Construct):
             self, "Package", path=str(BURN_IN_PACKAGE_DIR), exclude=["__pycache__", "*.pyc"]
         )
         self.bootstrap = s3_assets.Asset(self, "Bootstrap", path=str(BOOTSTRAP_SCRIPT))
-        self.bucket = s3.Bucket(
-            self,
-            "Reports",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            # Reports are the evidence of what each chip did at handover; keep them.
-            removal_policy=RemovalPolicy.RETAIN,
+        # Reports are the evidence of what each chip did at handover; kept, with who wrote them.
+        self.reports = evidence_bucket(
+            self, "Reports", description="the burn-in reports and cluster test results"
         )
-        acknowledge(
-            self.bucket,
-            "AwsSolutions-S1",
-            "Only the cluster's node roles write here (one object per burn-in run) and versioning "
-            "keeps every report; an access-log bucket would log little more than those writes",
-        )
+        self.bucket = self.reports.bucket
         self.reports_prefix = REPORTS_PREFIX
         self.cluster_test_prefix = CLUSTER_TEST_PREFIX
 
@@ -107,6 +96,7 @@ class BurnInArtifacts(Construct):
                 actions=["s3:PutObject"],
                 resources=[self.bucket.arn_for_objects(f"{prefix}*") for prefix in written],
             ),
+            *self.reports.key_statements(write=True),
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],
@@ -137,6 +127,7 @@ class BurnInArtifacts(Construct):
                 resources=[self.package.bucket.arn_for_objects(self.package.s3_object_key)],
             ),
             *self.cluster_test_folder_statements(["s3:GetObject", "s3:PutObject"]),
+            *self.reports.key_statements(read=True, write=True),
         ]
 
     def acknowledge_node_policy(self, policy: IConstruct, *, cluster_test: bool) -> None:
@@ -296,6 +287,8 @@ class HandoverGate(Construct):
                 resources=[artifacts.bucket.arn_for_objects(f"{artifacts.reports_prefix}*")],
             ),
             iam.PolicyStatement(actions=["ec2:DescribeInstances"], resources=["*"]),
+            # On Slurm it also writes the cluster test's submission marker.
+            *artifacts.reports.key_statements(read=True, write=cluster_test is not None),
         ):
             is_complete.add_to_role_policy(statement)
         acknowledge(
@@ -326,11 +319,12 @@ class HandoverGate(Construct):
                 "one folder per deployment request, and reads the result the Job's first pod wrote",
             )
         wait = Duration.minutes(burn_in.timeout_minutes)
-        self._provider = cr.Provider(
+        self._provider = provider(
             self,
             "Provider",
             on_event_handler=on_event,
             is_complete_handler=is_complete,
+            log_retention=log_retention,
             query_interval=GATE_POLL_INTERVAL,
             # Each resource keeps its own, shorter deadline (TimeoutSeconds).
             total_timeout=Duration.minutes(
@@ -360,7 +354,6 @@ class HandoverGate(Construct):
             run_id=gate.get_att_string("RunId"),
             not_after=gate.get_att_string("ClusterTestNotAfter"),
         )
-        acknowledge_provider_framework(self._provider, (on_event, is_complete))
 
     def _wait(self, construct_id: str, wait: Duration, properties: dict) -> CustomResource:
         return CustomResource(
