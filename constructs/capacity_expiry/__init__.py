@@ -7,20 +7,27 @@ block's instances (from 30 minutes before its end).
   way), and it fails the deployment early when capacityReservationId names no live Capacity Block.
 * EC2's own warning: an EventBridge rule on the "Capacity Block Expiration Warning" event for this
   reservation, which EC2 sends 40 minutes before the end, 10 minutes before terminations start.
+
+A warning that cannot be published (EC2 sends its own only once) lands in a dead-letter queue, whose
+alarm tells the alert topic.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CustomResource, Stack
+from aws_cdk import CustomResource, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from trn_constructs.findings import acknowledge
@@ -34,6 +41,9 @@ EXPIRY_WARNING_DETAIL_TYPES = (
     "Capacity Block Expiration Warning",
     "Capacity Block Reservation Expiration Warning",
 )
+# A warning is worth retrying until shortly before the block ends, not for EventBridge's default day.
+DELIVERY_WINDOW = Duration.minutes(30)
+DEAD_LETTER_RETENTION = Duration.days(14)
 KEY_GRANT_FINDING = "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]"
 KEY_GRANT_REASON = (
     "Publishing to the alert topic encrypts with its KMS key: GenerateDataKey* on that one key"
@@ -52,7 +62,10 @@ def warning(block: str, end: str, when: str = "") -> str:
 class CapacityExpiryWarnings(Construct):
     """Warns the alert topic before the Capacity Block ``reservation_id`` ends.
 
-    Attributes (deploy-time strings): end_date and notice_time, ISO-8601 UTC.
+    Attributes:
+        end_date, notice_time: deploy-time strings, ISO-8601 UTC.
+        dead_letters: the queue of warnings that could not be published (encrypted with ``key``,
+            the topic's), and its alarm ``undelivered``.
     """
 
     def __init__(
@@ -62,10 +75,12 @@ class CapacityExpiryWarnings(Construct):
         *,
         reservation_id: str,
         topic: sns.ITopic,
+        key: kms.Key,
         notice_hours: int,
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.dead_letters, self.undelivered = self._dead_letters(topic, key)
         self._add_ec2_warning(reservation_id, topic)
         lookup = self._end_lookup(reservation_id, notice_hours, log_retention)
         self.end_date = lookup.get_att_string("EndDate")
@@ -92,9 +107,55 @@ class CapacityExpiryWarnings(Construct):
                 input=scheduler.ScheduleTargetInput.from_text(
                     warning(reservation_id, self.end_date)
                 ),
+                dead_letter_queue=self.dead_letters,
+                max_event_age=DELIVERY_WINDOW,
             ),
         )
         acknowledge(role, KEY_GRANT_FINDING, KEY_GRANT_REASON)
+
+    def _dead_letters(self, topic: sns.ITopic, key: kms.Key) -> tuple[sqs.Queue, cloudwatch.Alarm]:
+        queue = sqs.Queue(
+            self,
+            "UndeliveredWarnings",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            retention_period=DEAD_LETTER_RETENTION,
+            enforce_ssl=True,
+        )
+        acknowledge(
+            queue,
+            "AwsSolutions-SQS3",
+            "It is itself the dead-letter queue, of the two end-warning targets",
+        )
+        # EventBridge delivers to an encrypted dead-letter queue as its service principal.
+        key.grant(
+            iam.ServicePrincipal(
+                "events.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            "kms:Decrypt",
+            "kms:GenerateDataKey",
+        )
+        alarm = cloudwatch.Alarm(
+            self,
+            "UndeliveredWarningsAlarm",
+            alarm_name=f"{Stack.of(self).stack_name}-capacity-end-warning-undelivered",
+            alarm_description=(
+                "A Capacity Block end warning could not be published to the alert topic; it "
+                f"waits in SQS queue {queue.queue_name} (14 days)"
+            ),
+            metric=queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic=cloudwatch.Stats.MAXIMUM
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        # The alarm publishes as CloudWatch, not through the failed target's path.
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+        alarm.add_ok_action(cloudwatch_actions.SnsAction(topic))
+        return queue, alarm
 
     def _add_ec2_warning(self, reservation_id: str, topic: sns.ITopic) -> None:
         rule = events.Rule(
@@ -120,6 +181,8 @@ class CapacityExpiryWarnings(Construct):
                         when=", in about 10 minutes",
                     )
                 ),
+                dead_letter_queue=self.dead_letters,
+                max_event_age=DELIVERY_WINDOW,
             )
         )
         acknowledge(rule, KEY_GRANT_FINDING, KEY_GRANT_REASON)
