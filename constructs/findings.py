@@ -46,14 +46,19 @@ CLOUDFORMATION_INVOKED = (
 
 
 def acknowledge_deploy_time_function(
-    function: IConstruct, dead_letter_reason: str, *, in_vpc: bool = False
+    function: IConstruct,
+    dead_letter_reason: str,
+    *,
+    in_vpc: bool = False,
+    environment: bool = False,
 ) -> None:
     """checkov's Lambda findings on a custom resource function, each with its reason (none for
-    what it already does: run in the VPC, reserve concurrency)."""
+    what it already does: run in the VPC, reserve concurrency; or has not: an environment)."""
     cfn = function if isinstance(function, CfnResource) else function.node.default_child
     done = {
         "CKV_AWS_117": in_vpc,
         "CKV_AWS_115": getattr(cfn, "reserved_concurrent_executions", None) is not None,
+        "CKV_AWS_173": not environment,
     }
     for check_id, reason in DEPLOY_TIME_FUNCTION_CHECKS.items():
         if not done.get(check_id):
@@ -104,6 +109,7 @@ def acknowledge_provider_framework(
         acknowledge_deploy_time_function(
             function,
             CLOUDFORMATION_INVOKED if function.node.id == "framework-onEvent" else SYNCHRONOUS_HANDLER,
+            environment=True,  # the handlers' and the waiter's ARNs
         )
     for function in [*handlers, *framework]:
         acknowledge(

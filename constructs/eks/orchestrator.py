@@ -403,9 +403,10 @@ class EksOrchestrator(Construct):
             "aws-cdk-lib picks the kubectl handler's Python runtime (the newest its layers support)",
         )
         # Both run in the cluster subnets, so that kubectl reaches the private endpoint.
-        acknowledge_deploy_time_function(handler, SYNCHRONOUS_HANDLER, in_vpc=True)
+        acknowledge_deploy_time_function(handler, SYNCHRONOUS_HANDLER, in_vpc=True, environment=True)
         acknowledge_deploy_time_function(
             provider.node.find_child("Provider").node.find_child("framework-onEvent"),
             CLOUDFORMATION_INVOKED,
             in_vpc=True,
+            environment=True,
         )
