@@ -36,7 +36,16 @@ $(PCLUSTER_VENV)/.installed: $(PCLUSTER_VERSION_FILE)
 
 pcluster-venv: $(PCLUSTER_VENV)/.installed
 
-setup: $(VENV)/.installed node_modules/.installed $(PCLUSTER_VENV)/.installed
+# checkov for the compliance tests; its dependency pins clash with the app's, so it lives apart too.
+CHECKOV_VENV := .venv-checkov
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON_BOOTSTRAP) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed $(PCLUSTER_VENV)/.installed $(CHECKOV_VENV)/.installed
 
 synth: setup
 	cdk synth TrnClusterStack --quiet

@@ -57,6 +57,8 @@ LOG_RETENTION: Mapping[int, RetentionDays] = {
     2922: RetentionDays.EIGHT_YEARS, 3288: RetentionDays.NINE_YEARS,
     3653: RetentionDays.TEN_YEARS,
 }  # fmt: skip
+# The same, from the CDK value to the days CloudFormation properties take.
+RETENTION_DAYS: Mapping[RetentionDays, int] = {value: days for days, value in LOG_RETENTION.items()}
 
 # Availability Zone names of regions that offer Trainium. Names (not IDs) differ in mapping per
 # account but the set of letters per region is fixed, so this is enough to reject a typo at synth

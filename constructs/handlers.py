@@ -1,4 +1,5 @@
-"""Lambda functions for the kit's custom resource handlers: one runtime, logs kept as configured."""
+"""Lambda functions for the kit's custom resource handlers and the Provider framework around them:
+one runtime, logs encrypted and kept as configured."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from aws_cdk import (
     DockerImage,
     Duration,
     ILocalBundling,
-    RemovalPolicy,
 )
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -24,10 +24,13 @@ from constructs import Construct
 
 from trn_constructs.findings import (
     BASIC_EXECUTION,
+    SYNCHRONOUS_HANDLER,
     acknowledge,
+    acknowledge_deploy_time_function,
     acknowledge_provider_framework,
     managed_policy_finding,
 )
+from trn_constructs.log_groups import log_group
 
 # Its boto3 knows every API the handlers call, UltraServer Capacity Block parameters included.
 HANDLER_RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -93,9 +96,12 @@ def handler_function(
     description: str,
     log_retention: logs.RetentionDays,
     module: str = "index",
+    dead_letter_reason: str = SYNCHRONOUS_HANDLER,
     **options: Any,
 ) -> lambda_.Function:
-    """``<module>.<entry_point>`` of ``code`` with its own log group; ``options`` go to Function."""
+    """``<module>.<entry_point>`` of ``code`` with its own log group; ``dead_letter_reason`` says why
+    it has no dead-letter queue (by default: a Provider's framework calls it synchronously);
+    ``options`` go to Function."""
     function = lambda_.Function(
         scope,
         construct_id,
@@ -104,13 +110,14 @@ def handler_function(
         code=code,
         timeout=timeout,
         description=description,
-        log_group=logs.LogGroup(
-            scope,
-            f"{construct_id}Logs",
-            retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
-        ),
+        log_group=log_group(scope, f"{construct_id}Logs", retention=log_retention),
         **options,
+    )
+    acknowledge_deploy_time_function(
+        function,
+        dead_letter_reason,
+        in_vpc="vpc" in options,
+        environment=bool(options.get("environment")),
     )
     acknowledge(
         function,
@@ -118,6 +125,31 @@ def handler_function(
         "The basic execution policy only lets the function write its own log streams",
     )
     return function
+
+
+def provider(
+    scope: Construct,
+    construct_id: str,
+    *,
+    on_event_handler: lambda_.IFunction,
+    log_retention: logs.RetentionDays,
+    is_complete_handler: lambda_.IFunction | None = None,
+    **options: Any,
+) -> cr.Provider:
+    """aws-cdk-lib's Provider framework around the handlers, its functions logging to one kit log
+    group (without it they each get a group kept for two years and retained after delete); its
+    findings acknowledged. ``options`` go to Provider."""
+    framework = cr.Provider(
+        scope,
+        construct_id,
+        on_event_handler=on_event_handler,
+        is_complete_handler=is_complete_handler,
+        log_group=log_group(scope, f"{construct_id}Logs", retention=log_retention),
+        **options,
+    )
+    handlers = (on_event_handler, *([is_complete_handler] if is_complete_handler else []))
+    acknowledge_provider_framework(framework, handlers)
+    return framework
 
 
 def read_only_lookup(
@@ -148,12 +180,13 @@ def read_only_lookup(
     )
     function.add_to_role_policy(iam.PolicyStatement(actions=[action], resources=["*"]))
     acknowledge(function, "AwsSolutions-IAM5[Resource::*]", reason)
-    provider = cr.Provider(scope, f"{name}Provider", on_event_handler=function)
-    acknowledge_provider_framework(provider, (function,))
+    framework = provider(
+        scope, f"{name}Provider", on_event_handler=function, log_retention=log_retention
+    )
     return CustomResource(
         scope,
         name,
-        service_token=provider.service_token,
+        service_token=framework.service_token,
         resource_type=resource_type,
         properties=dict(properties),
     )

@@ -3,14 +3,17 @@ groups every cluster node joins."""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from trn_constructs.config import NetworkConfig
-from trn_constructs.findings import acknowledge
+from trn_constructs.findings import CLOUDFORMATION_INVOKED, acknowledge, acknowledge_deploy_time_function
+from trn_constructs.log_groups import log_group, route_function_logs
 
+# The stack-wide provider aws-cdk-lib adds for restrict_default_security_group.
+RESTRICT_DEFAULT_SG_PROVIDER = "Custom::VpcRestrictDefaultSGCustomResourceProvider"
 COMPUTE_SUBNET_GROUP = "Compute"
 PUBLIC_SUBNET_GROUP = "Public"
 
@@ -46,7 +49,9 @@ class Network(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.imported = bool(config.vpc_id)
-        self.vpc = self._import_vpc(config) if self.imported else self._build_vpc(config)
+        self.vpc = (
+            self._import_vpc(config) if self.imported else self._build_vpc(config, log_retention)
+        )
         self.cluster_subnets = self.vpc.select_subnets(
             subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
         ).subnets
@@ -75,12 +80,7 @@ class Network(Construct):
             self.efa_security_group, ec2.Port.all_traffic(), "EFA to group members"
         )
 
-        flow_log_group = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        flow_log_group = log_group(self, "FlowLogs", retention=log_retention)
         ec2.FlowLog(
             self,
             "FlowLog",
@@ -105,7 +105,7 @@ class Network(Construct):
         for resource in (*owned, *security_groups):
             resource.node.default_child.apply_removal_policy(RemovalPolicy.RETAIN)
 
-    def _build_vpc(self, config: NetworkConfig) -> ec2.Vpc:
+    def _build_vpc(self, config: NetworkConfig, log_retention: logs.RetentionDays) -> ec2.Vpc:
         vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -137,6 +137,10 @@ class Network(Construct):
             "CloudFormation-Validate::W3010",
             "Subnets must sit in the Capacity Block's Availability Zone, named in config",
         )
+        # The function that empties the default security group has no log group setting.
+        handler = Stack.of(self).node.find_child(RESTRICT_DEFAULT_SG_PROVIDER).node.find_child("Handler")
+        route_function_logs(handler, self, "RestrictDefaultSecurityGroupLogs", log_retention)
+        acknowledge_deploy_time_function(handler, CLOUDFORMATION_INVOKED)
         return vpc
 
     def _import_vpc(self, config: NetworkConfig) -> ec2.IVpc:

@@ -52,7 +52,7 @@ class TrnClusterStack(KitStack):
             burn_in=config.burn_in,
             budgets=Budgets(config.orchestrator, image, config.burn_in.duration_seconds),
             cluster_test=infra.cluster_test,
-            topic=infra.alerts.topic,
+            alerts=infra.alerts,
             log_retention=config.log_retention,
         )
         self.handover.add_outputs()

@@ -81,6 +81,7 @@ class TrnClusterInfraStack(KitStack):
             "CapacityExpiry",
             reservation_id=self.capacity.reservation_id,
             topic=self.alerts.topic,
+            key=self.alerts.key,
             notice_hours=config.capacity_end_notice_hours,
             log_retention=config.log_retention,
         )

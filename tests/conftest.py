@@ -88,10 +88,34 @@ def follow_stack_outputs(value: Any, outputs: dict) -> Any:
     return value
 
 
+def renamed(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every Ref, Fn::GetAtt and DependsOn of a logical id in ``names`` renamed."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in names:
+            return {"Ref": names[value["Ref"]]}
+        if set(value) == {"Fn::GetAtt"} and value["Fn::GetAtt"][0] in names:
+            return {"Fn::GetAtt": [names[value["Fn::GetAtt"][0]], *value["Fn::GetAtt"][1:]]}
+        return {names.get(key, key) if key != "DependsOn" else key: renamed(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [names.get(item, item) if isinstance(item, str) else renamed(item, names) for item in value]
+    return value
+
+
+# A stack's own singleton of the same construct id in both stacks (log_groups.LOG_KEY_ID).
+PER_STACK_SINGLETONS = ("LogKey",)
+
+
 def merged_view(infra: dict, handover: dict) -> dict:
     """Both stacks' resources as one template, cross-stack references followed: what the cluster
-    is, for assertions that do not care which stack holds a resource."""
+    is, for assertions that do not care which stack holds a resource. The handover stack's own
+    singletons (its log key) are renamed ``<id>InHandoverStack``, references to them with it."""
     handover = follow_stack_outputs(handover, infra.get("Outputs", {}))
+    singletons = {
+        key: f"{key}InHandoverStack"
+        for key in set(infra.get("Resources", {})) & set(handover.get("Resources", {}))
+        if key.startswith(PER_STACK_SINGLETONS)
+    }
+    handover = renamed(handover, singletons)
     merged: dict[str, Any] = {}
     for section in ("Parameters", "Conditions", "Resources", "Outputs", "Rules"):
         first, second = infra.get(section, {}), handover.get(section, {})

@@ -79,11 +79,13 @@ def test_node_policy_writes_reports_and_metrics_only(slurm):
         {"Properties": {"Description": Match.string_like_regexp("^Trainium nodes")}},
     ).values()
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "cloudwatch:PutMetricData"]
+    assert [s["Action"] for s in statements] == [
+        "s3:GetObject", "s3:PutObject", "kms:GenerateDataKey", "cloudwatch:PutMetricData"
+    ]
     written = [p for p in statements[1]["Resource"]["Fn::Join"][1] if isinstance(p, str)]
     # Not the cluster test's result: the head node writes that.
     assert written == [f"/{REPORTS_PREFIX}*"]
-    assert statements[2]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "TrnCluster/BurnIn"}}
+    assert statements[3]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "TrnCluster/BurnIn"}}
 
 
 def test_head_node_reads_the_package_and_writes_only_the_cluster_tests_result(slurm):
@@ -92,7 +94,7 @@ def test_head_node_reads_the_package_and_writes_only_the_cluster_tests_result(sl
         {"Properties": {"Description": Match.string_like_regexp("^Slurm head node")}},
     ))
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject"]
+    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:PutObject", "kms:GenerateDataKey"]
     assert sorted(arn.rsplit(".", 1)[1] for arn in statements[0]["Resource"]) == ["py", "zip"]
     written = [p for p in statements[1]["Resource"]["Fn::Join"][1] if isinstance(p, str)]
     assert written == [f"/{CLUSTER_TEST_PREFIX}*"]
@@ -299,7 +301,9 @@ def test_eks_all_reduce_pods_may_only_read_the_package_and_use_their_folder(eks)
     (policy,) = [p for p in eks.template.find_resources("AWS::IAM::Policy").values()
                  if "ClusterTestPodRole" in p["Properties"]["PolicyName"]]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Action"] for s in statements] == ["s3:GetObject", "s3:ListBucket", ["s3:GetObject", "s3:PutObject"]]
+    assert [s["Action"] for s in statements] == [
+        "s3:GetObject", "s3:ListBucket", ["s3:GetObject", "s3:PutObject"], ["kms:Decrypt", "kms:GenerateDataKey"],
+    ]
     assert statements[0]["Resource"].endswith(".zip")  # the bootstrap reaches the pods in their ConfigMap
     assert statements[1]["Condition"] == {"StringLike": {"s3:prefix": [f"{CLUSTER_TEST_PREFIX}*"]}}
     used = [part for part in statements[2]["Resource"]["Fn::Join"][1] if isinstance(part, str)]

@@ -213,3 +213,40 @@ def test_mode_usage_errors_stop_before_any_download(monkeypatch, capsys, flags, 
         bootstrap.main(["--package", "s3://assets/pkg.zip", "--region", "us-east-2", *flags, "--", "--nodes", "2"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.endswith(f": error: {message}\n")
+
+
+class FakeNodeApi:
+    """The in-cluster API as KubernetesNode calls it: one Node, with EKS's provider id."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, method: str, url: str, body: dict | None = None, content_type: str = "") -> dict:
+        self.calls.append((method, url.rsplit("/nodes/", 1)[-1]))
+        return {
+            "metadata": {"resourceVersion": "7"},
+            "spec": {"providerID": "aws:///us-east-2b/i-0abc123def4567890", "taints": []},
+        }
+
+
+def test_on_eks_the_instance_id_comes_from_the_node_not_instance_metadata(monkeypatch, tmp_path):
+    # Pods reach no instance metadata (hop limit 1): the burn-in is told its instance.
+    monkeypatch.setattr(bootstrap, "INSTALL_DIR", tmp_path)
+    monkeypatch.setattr(bootstrap, "fetch_package", lambda uri, region: None)
+    api = FakeNodeApi()
+    real = bootstrap.KubernetesNode
+
+    def node(name):
+        found = real.__new__(real)
+        found.url = f"https://kubernetes.default.svc/api/v1/nodes/{name}"
+        found._call = api
+        return found
+
+    monkeypatch.setattr(bootstrap, "KubernetesNode", node)
+    seen = []
+    monkeypatch.setattr(bootstrap, "run_burnin", lambda reports, region, args, path: seen.append(args) or 0)
+    assert bootstrap.main(["--package", "s3://assets/pkg.zip", "--reports", REPORTS, "--region", "us-east-2",
+                           "--kubernetes-node", "ip-10-0-1-12", "--", "--instance-type", "trn2.48xlarge"]) == 0
+    assert seen == [["--instance-type", "trn2.48xlarge", "--instance-id", "i-0abc123def4567890"]]
+    assert api.calls[0] == ("GET", "ip-10-0-1-12")
+    assert ("PATCH", "ip-10-0-1-12") in api.calls  # the verdict is recorded on the same Node

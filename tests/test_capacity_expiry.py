@@ -54,6 +54,10 @@ def publish_only(synthesized) -> list[dict]:
     ]
 
 
+def dead_letters(synthesized) -> str:
+    return named(synthesized, "AWS::SQS::Queue", "CapacityExpiryUndeliveredQueue")
+
+
 def test_topic_is_kms_encrypted_with_a_rotated_key_and_ssl_only(default_stack):
     template = default_stack.template
     resources = default_stack.template_json["Resources"]
@@ -175,7 +179,12 @@ def test_schedule_publishes_the_end_notice_at_the_looked_up_time(default_stack):
     }
     assert "from 30 minutes before the end. Checkpoint your training now" in after
     role = target["RoleArn"]["Fn::GetAtt"][0]
-    assert role_statements(default_stack, role) == publish_only(default_stack)
+    # Scheduler hands an undeliverable notice to the dead-letter queue with the same role.
+    assert role_statements(default_stack, role) == [
+        *publish_only(default_stack),
+        {"Action": "sqs:SendMessage", "Effect": "Allow",
+         "Resource": {"Fn::GetAtt": [dead_letters(default_stack), "Arn"]}},
+    ]  # fmt: skip
     trust = default_stack.template_json["Resources"][role]["Properties"]
     assert trust["AssumeRolePolicyDocument"]["Statement"] == [
         {
@@ -185,3 +194,69 @@ def test_schedule_publishes_the_end_notice_at_the_looked_up_time(default_stack):
             "Principal": {"Service": "scheduler.amazonaws.com"},
         }
     ]
+
+
+# --- undeliverable warnings: dead-letter queue and its alarm ------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["default", "purchase-confirmed"])
+def test_both_warnings_fall_back_to_an_encrypted_dead_letter_queue_within_30_minutes(variant):
+    synthesized = synth_variant(variant)
+    queue = dead_letters(synthesized)
+    resources = synthesized.template_json["Resources"]
+    properties = resources[queue]["Properties"]
+    assert properties["KmsMasterKeyId"] == {"Fn::GetAtt": [alert_key(synthesized), "Arn"]}
+    assert properties["MessageRetentionPeriod"] == 14 * 24 * 3600
+    (rule_target,) = expiry_rule(synthesized)["Properties"]["Targets"]
+    schedule = synthesized.template_json["Resources"][named(synthesized, "AWS::Scheduler::Schedule", "CapacityExpiryEndNotice")]
+    schedule_target = schedule["Properties"]["Target"]
+    for target in (rule_target, schedule_target):
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
+        assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] == 30 * 60
+
+
+def test_only_the_warning_rule_may_send_to_the_queue_and_only_over_tls(default_stack):
+    queue, rule = dead_letters(default_stack), named(default_stack, "AWS::Events::Rule", "CapacityExpiry")
+    (policy,) = [
+        resource["Properties"]
+        for resource in resources_of(default_stack, "AWS::SQS::QueuePolicy").values()
+        if resource["Properties"]["Queues"] == [{"Ref": queue}]
+    ]
+    deny_plain, allow_rule = policy["PolicyDocument"]["Statement"]
+    assert deny_plain["Effect"] == "Deny" and deny_plain["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+    assert allow_rule["Action"] == "sqs:SendMessage"
+    assert allow_rule["Principal"] == {"Service": "events.amazonaws.com"}
+    assert allow_rule["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule, "Arn"]}}}
+
+
+def test_eventbridge_may_use_the_alert_key_for_the_queue_in_this_account_only(default_stack):
+    key = default_stack.template_json["Resources"][alert_key(default_stack)]
+    assert {
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+        "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Resource": "*",
+    } in key["Properties"]["KeyPolicy"]["Statement"]
+
+
+def test_a_message_in_the_dead_letter_queue_alarms_the_alert_topic(default_stack):
+    queue, topic = dead_letters(default_stack), alert_topic(default_stack)
+    default_stack.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": "TrnClusterStackInfra-capacity-end-warning-undelivered",
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}],
+            "Statistic": "Maximum",
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+            "EvaluationPeriods": 1,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": topic}],
+            "OKActions": [{"Ref": topic}],
+        },
+    )

@@ -231,12 +231,13 @@ def test_launch_template_targets_the_capacity_block(template):
     assert data["InstanceType"] == "trn3.48xlarge"
 
 
-def test_launch_template_requires_imdsv2_with_a_pod_hop_and_a_large_encrypted_root(template):
+def test_launch_template_requires_imdsv2_for_the_node_only_and_a_large_encrypted_root(template):
     data = trainium_launch_template(template)["Properties"]["LaunchTemplateData"]
+    # One hop: a pod outside the host network gets no answer, so no node role credentials.
     assert data["MetadataOptions"] == {
         "HttpEndpoint": "enabled",
         "HttpTokens": "required",
-        "HttpPutResponseHopLimit": 2,
+        "HttpPutResponseHopLimit": 1,
     }
     assert data["BlockDeviceMappings"] == [
         {
@@ -326,7 +327,7 @@ def test_system_nodegroup_is_small_general_purpose_and_in_both_cluster_subnets(t
                     {"Fn::GetAtt": [Match.string_like_regexp("^NetworkNodeSecurityGroup"), "GroupId"]},
                     {"Fn::GetAtt": [Match.string_like_regexp("^EksCluster"), "ClusterSecurityGroupId"]},
                 ],
-                "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 2},
+                "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
                 "BlockDeviceMappings": [{"Ebs": {"Encrypted": True}}],
             }
         },

@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct, IConstruct
 
 from trn_burnin.publish import DEFAULT_NAMESPACE
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig
+from trn_constructs.evidence_bucket import evidence_bucket
 from trn_constructs.findings import acknowledge, arn_finding
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +38,7 @@ class BurnInArtifacts(Construct):
         package: the zipped ``trn_burnin`` package (a CDK asset, versioned with the stack).
         bootstrap: the bootstrap script (a CDK asset), for orchestrators that fetch scripts by URI.
         bucket, reports_prefix: where every node writes its report.
+        reports: the bucket with its key (readers and writers need both) and access-log bucket.
         cluster_name: the ClusterName dimension of the nodes' burn-in metrics.
     """
 
@@ -48,22 +49,11 @@ class BurnInArtifacts(Construct):
             self, "Package", path=str(BURN_IN_PACKAGE_DIR), exclude=["__pycache__", "*.pyc"]
         )
         self.bootstrap = s3_assets.Asset(self, "Bootstrap", path=str(BOOTSTRAP_SCRIPT))
-        self.bucket = s3.Bucket(
-            self,
-            "Reports",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            # Reports are the evidence of what each chip did at handover; keep them.
-            removal_policy=RemovalPolicy.RETAIN,
+        # Reports are the evidence of what each chip did at handover; kept, with who wrote them.
+        self.reports = evidence_bucket(
+            self, "Reports", description="the burn-in reports, cluster tests and handover verdicts"
         )
-        acknowledge(
-            self.bucket,
-            "AwsSolutions-S1",
-            "Only the cluster's node roles write here (one object per burn-in run) and versioning "
-            "keeps every report; an access-log bucket would log little more than those writes",
-        )
+        self.bucket = self.reports.bucket
         self.reports_prefix = REPORTS_PREFIX
         self.cluster_test_prefix = CLUSTER_TEST_PREFIX
 
@@ -85,6 +75,7 @@ class BurnInArtifacts(Construct):
                 actions=["s3:PutObject"],
                 resources=[self.bucket.arn_for_objects(f"{self.reports_prefix}*")],
             ),
+            *self.reports.key_statements(write=True),
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],
@@ -101,6 +92,7 @@ class BurnInArtifacts(Construct):
                 actions=["s3:PutObject"],
                 resources=[self.bucket.arn_for_objects(f"{self.cluster_test_prefix}*")],
             ),
+            *self.reports.key_statements(write=True),
         ]
 
     def acknowledge_head_node_policy(self, policy: IConstruct) -> None:
@@ -131,6 +123,7 @@ class BurnInArtifacts(Construct):
                     actions=["s3:PutObject"],
                     resources=[self.bucket.arn_for_objects(f"{p}*") for p in (HANDOVER_PREFIX, self.cluster_test_prefix)],
                 ),
+                *self.reports.key_statements(read=True, write=True),
             ],
         )  # fmt: skip
         for prefix in prefixes:
@@ -165,6 +158,7 @@ class BurnInArtifacts(Construct):
                 resources=[self.package.bucket.arn_for_objects(self.package.s3_object_key)],
             ),
             *self.cluster_test_folder_statements(["s3:GetObject", "s3:PutObject"]),
+            *self.reports.key_statements(read=True, write=True),
         ]
 
     def acknowledge_node_policy(self, policy: IConstruct) -> None:

@@ -7,16 +7,20 @@ block's instances (from 30 minutes before its end).
   way), and it fails the deployment early when capacityReservationId names no live Capacity Block.
 * EC2's own warning: an EventBridge rule on the "Capacity Block Expiration Warning" event for this
   reservation, which EC2 sends 40 minutes before the end, 10 minutes before terminations start.
+
+A warning that cannot be published (EC2 sends its own only once) lands in a dead-letter queue, whose
+alarm tells the alert topic.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CustomResource, Stack
+from aws_cdk import CustomResource, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
@@ -25,6 +29,7 @@ from constructs import Construct
 
 from trn_constructs.findings import acknowledge
 from trn_constructs.handlers import read_only_lookup
+from trn_constructs.undelivered import UndeliveredEvents
 
 HERE = Path(__file__).resolve().parent
 RESOURCE_TYPE = "Custom::CapacityBlockEnd"
@@ -34,6 +39,8 @@ EXPIRY_WARNING_DETAIL_TYPES = (
     "Capacity Block Expiration Warning",
     "Capacity Block Reservation Expiration Warning",
 )
+# A warning is worth retrying until shortly before the block ends, not for EventBridge's default day.
+DELIVERY_WINDOW = Duration.minutes(30)
 KEY_GRANT_FINDING = "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]"
 KEY_GRANT_REASON = (
     "Publishing to the alert topic encrypts with its KMS key: GenerateDataKey* on that one key"
@@ -52,7 +59,10 @@ def warning(block: str, end: str, when: str = "") -> str:
 class CapacityExpiryWarnings(Construct):
     """Warns the alert topic before the Capacity Block ``reservation_id`` ends.
 
-    Attributes (deploy-time strings): end_date and notice_time, ISO-8601 UTC.
+    Attributes:
+        end_date, notice_time: deploy-time strings, ISO-8601 UTC.
+        dead_letters: the queue of warnings that could not be published (encrypted with ``key``,
+            the topic's), and its alarm ``undelivered``.
     """
 
     def __init__(
@@ -62,10 +72,17 @@ class CapacityExpiryWarnings(Construct):
         *,
         reservation_id: str,
         topic: sns.ITopic,
+        key: kms.Key,
         notice_hours: int,
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
+        undelivered = UndeliveredEvents(
+            self, "Undelivered", topic=topic, key=key,
+            what="a Capacity Block end warning to the alert topic",
+            alarm_suffix="capacity-end-warning-undelivered",
+        )  # fmt: skip
+        self.dead_letters, self.undelivered = undelivered.queue, undelivered.alarm
         self._add_ec2_warning(reservation_id, topic)
         lookup = self._end_lookup(reservation_id, notice_hours, log_retention)
         self.end_date = lookup.get_att_string("EndDate")
@@ -92,6 +109,8 @@ class CapacityExpiryWarnings(Construct):
                 input=scheduler.ScheduleTargetInput.from_text(
                     warning(reservation_id, self.end_date)
                 ),
+                dead_letter_queue=self.dead_letters,
+                max_event_age=DELIVERY_WINDOW,
             ),
         )
         acknowledge(role, KEY_GRANT_FINDING, KEY_GRANT_REASON)
@@ -120,6 +139,8 @@ class CapacityExpiryWarnings(Construct):
                         when=", in about 10 minutes",
                     )
                 ),
+                dead_letter_queue=self.dead_letters,
+                max_event_age=DELIVERY_WINDOW,
             )
         )
         acknowledge(rule, KEY_GRANT_FINDING, KEY_GRANT_REASON)

@@ -17,7 +17,6 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from trn_constructs.capacity import CapacityTarget
@@ -27,8 +26,8 @@ from trn_constructs.capacity_purchase.handler.capacity_block.records import (
     STACK_ID_KEY,
 )
 from trn_constructs.config import CapacityConfig, CapacityPurchaseConfig
-from trn_constructs.findings import acknowledge, acknowledge_provider_framework, wildcard_finding
-from trn_constructs.handlers import handler_code, handler_function
+from trn_constructs.findings import acknowledge, acknowledge_checkov, wildcard_finding
+from trn_constructs.handlers import handler_code, handler_function, provider
 
 HANDLER_DIR = Path(__file__).resolve().parent / "handler"
 RESOURCE_TYPE = "Custom::CapacityBlockPurchase"
@@ -122,19 +121,19 @@ class CapacityBlockPurchase(Construct):
             log_retention=log_retention,
         )
         self._grant(on_event, is_complete)
-        provider = cr.Provider(
+        framework = provider(
             self,
             "Provider",
             on_event_handler=on_event,
             is_complete_handler=is_complete,
+            log_retention=log_retention,
             query_interval=POLL_INTERVAL,
             total_timeout=PROVIDER_TIMEOUT,
         )
-        acknowledge_provider_framework(provider, (on_event, is_complete))
         resource = CustomResource(
             self,
             "Resource",
-            service_token=provider.service_token,
+            service_token=framework.service_token,
             resource_type=RESOURCE_TYPE,
             properties={
                 **search_properties(purchase, capacity, availability_zone),
@@ -168,7 +167,7 @@ class CapacityBlockPurchase(Construct):
         """The purchase records (the handler's records.py). Retained and protected from deletion:
         a block bought stays billed after the stack is gone, and so does the record of it. Never
         change its key: a replacement would be a new, empty table."""
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self,
             "Records",
             partition_key=dynamodb.Attribute(
@@ -183,6 +182,14 @@ class CapacityBlockPurchase(Construct):
             deletion_protection=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        acknowledge_checkov(
+            table,
+            "CKV_AWS_119",
+            "It holds reservation ids, stack ids and times, nothing secret, encrypted at rest with "
+            "DynamoDB's AWS managed key; a customer managed key would have to be retained with "
+            "the table, billed every month after the stack is gone, to protect nothing more",
+        )
+        return table
 
     def _grant(self, on_event: lambda_.Function, is_complete: lambda_.Function) -> None:
         """Describe Capacity Blocks and read the purchase record; only when confirmed, buy, tag
@@ -207,6 +214,12 @@ class CapacityBlockPurchase(Construct):
         )
         self.records.grant(on_event, "dynamodb:GetItem")
         if self.confirmed:
+            acknowledge_checkov(
+                on_event.role.node.find_child("DefaultPolicy"),
+                "CKV_AWS_111",
+                "The one write on all resources is PurchaseCapacityBlock, whose reservation does "
+                "not exist before the call; the handler buys only under the configured cap, once",
+            )
             self._grant_tagging_on_purchase(on_event)
             self.records.grant(on_event, "dynamodb:PutItem", "dynamodb:UpdateItem")
         is_complete.add_to_role_policy(

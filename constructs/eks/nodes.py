@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from aws_cdk import CfnDynamicReference, CfnDynamicReferenceService, Fn, RemovalPolicy, Stack
+from aws_cdk import CfnDynamicReference, CfnDynamicReferenceService, Fn, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
@@ -21,15 +21,27 @@ from trn_constructs.eks.scheduling import (
     BURN_IN_TAINT_VALUE,
     trainium_node_labels,
 )
-from trn_constructs.findings import BASIC_EXECUTION, acknowledge, managed_policy_finding
+from trn_constructs.findings import (
+    BASIC_EXECUTION,
+    CLOUDFORMATION_INVOKED,
+    acknowledge,
+    acknowledge_deploy_time_function,
+    managed_policy_finding,
+)
+from trn_constructs.log_groups import log_group
 from trn_constructs.network import Network
 
 # Fixed, so the handover's permissions can name it before the node group exists.
 TRAINIUM_NODEGROUP_NAME = "trainium"
 SYSTEM_ROOT_VOLUME_GIB = 100  # Trainium nodes take theirs from the catalog (root_volume_gib)
 ROOT_DEVICE_NAME = "/dev/xvda"  # AL2023 EKS AMIs
-# IMDSv2 only; 2 hops so pods (one network hop behind the node) still reach instance metadata.
-IMDS_HOP_LIMIT = 2
+# IMDSv2 only, and one hop: only what runs in the node's own network namespace reaches instance
+# metadata (and with it the node role's credentials), not pods one hop behind it. Nothing the kit
+# installs needs more: the add-ons that read metadata run with hostNetwork (VPC CNI, kube-proxy,
+# Pod Identity agent, EFA device plugin, CloudWatch agent, Fluent Bit); the FSx CSI node driver
+# falls back to the Kubernetes API for its instance's data; every kit pod gets credentials through
+# Pod Identity, and the burn-in takes its instance id from its Node (spec.providerID).
+IMDS_HOP_LIMIT = 1
 
 NODE_MANAGED_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
@@ -225,20 +237,17 @@ class ClusterNodes(Construct):
             ),
             policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=[cluster.cluster_arn]),
             install_latest_aws_sdk=False,
-            log_group=logs.LogGroup(
-                self,
-                "ServiceCidrLookupLogs",
-                retention=log_retention,
-                removal_policy=RemovalPolicy.DESTROY,
-            ),
+            log_group=log_group(self, "ServiceCidrLookupLogs", retention=log_retention),
         )
         # The function is the stack-wide singleton aws-cdk-lib creates for AwsCustomResource.
+        singleton = Stack.of(self).node.find_child(AWS_CUSTOM_RESOURCE_SINGLETON)
         acknowledge(
-            Stack.of(self).node.find_child(AWS_CUSTOM_RESOURCE_SINGLETON),
+            singleton,
             managed_policy_finding(BASIC_EXECUTION),
             "aws-cdk-lib's AwsCustomResource function only writes its own logs with the basic "
             "execution policy; its one call is granted separately, on this cluster only",
         )
+        acknowledge_deploy_time_function(singleton, CLOUDFORMATION_INVOKED)
         user_data = _node_config_user_data(
             cluster_name=cluster.cluster_name,
             endpoint=cluster.cluster_endpoint,

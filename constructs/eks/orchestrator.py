@@ -35,8 +35,16 @@ from trn_constructs.eks.manifests import (
     shared_storage_manifests,
 )
 from trn_constructs.eks.nodes import TRAINIUM_NODEGROUP_NAME, ClusterNodes
-from trn_constructs.findings import acknowledge, managed_policy_finding, wildcard_finding
+from trn_constructs.findings import (
+    CLOUDFORMATION_INVOKED,
+    SYNCHRONOUS_HANDLER,
+    acknowledge,
+    acknowledge_deploy_time_function,
+    managed_policy_finding,
+    wildcard_finding,
+)
 from trn_constructs.handover.plan import HandoverPlan, KubernetesAccess
+from trn_constructs.log_groups import adopt_log_groups, log_group
 from trn_constructs.network import Network
 from trn_constructs.operations.telemetry import NodeTelemetry
 from trn_constructs.storage import SharedFileSystem
@@ -112,12 +120,8 @@ class EksOrchestrator(Construct):
         self.cluster_name = name = cluster_name
         # A fixed name lets the control-plane log group exist (with our retention) before EKS
         # would create it with none.
-        control_plane_logs = logs.LogGroup(
-            self,
-            "ControlPlaneLogs",
-            log_group_name=f"/aws/eks/{name}/cluster",
-            retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
+        control_plane_logs = log_group(
+            self, "ControlPlaneLogs", name=f"/aws/eks/{name}/cluster", retention=log_retention
         )
         secrets_key = kms.Key(
             self,
@@ -146,6 +150,9 @@ class EksOrchestrator(Construct):
             ),
         )
         self.cluster.node.add_dependency(control_plane_logs)
+        # KubectlProviderOptions has no log group setting: its two groups get the kit's settings
+        # on their CloudFormation resources instead.
+        adopt_log_groups(self.cluster.node.find_child("KubectlProvider"), log_retention)
         self._acknowledge_cluster_internals()
 
         if eks_config.admin_role_arn:
@@ -467,4 +474,12 @@ class EksOrchestrator(Construct):
             provider,
             "AwsSolutions-L1",
             "aws-cdk-lib picks the kubectl handler's Python runtime (the newest its layers support)",
+        )
+        # Both run in the cluster subnets, so that kubectl reaches the private endpoint.
+        acknowledge_deploy_time_function(handler, SYNCHRONOUS_HANDLER, in_vpc=True, environment=True)
+        acknowledge_deploy_time_function(
+            provider.node.find_child("Provider").node.find_child("framework-onEvent"),
+            CLOUDFORMATION_INVOKED,
+            in_vpc=True,
+            environment=True,
         )

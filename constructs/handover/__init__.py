@@ -31,17 +31,19 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from trn_constructs.burn_in import HANDOVER_PREFIX, BurnInArtifacts, cluster_test_arguments
 from trn_constructs.capacity import CapacityTarget
 from trn_constructs.config import BurnInConfig, ClusterConfig
-from trn_constructs.findings import acknowledge, acknowledge_provider_framework, arn_finding, wildcard_finding
-from trn_constructs.handlers import handler_function
+from trn_constructs.alerts import Alerts
+from trn_constructs.findings import acknowledge, arn_finding, wildcard_finding
+from trn_constructs.handlers import handler_function, provider
 from trn_constructs.handover.bundle import MODULE, handover_code
 from trn_constructs.handover.plan import HandoverPlan, KubernetesAccess
+from trn_constructs.log_groups import log_group
 from trn_constructs.timeline import HANDOVER_MAX_MINUTES, POLL_SECONDS, Budgets
+from trn_constructs.undelivered import UndeliveredEvents
 
 RESOURCE_TYPE = "Custom::TrnHandover"
 # EC2's names for the event at a Capacity Block's start (its user guide has used both).
@@ -50,6 +52,12 @@ EXPIRY_DETAIL_TYPES = ("Capacity Block Expiration Warning", "Capacity Block Rese
 # The Provider framework's own deadline, after the handover's: its message names what it waited for.
 PROVIDER_MARGIN = Duration.minutes(4)
 CLOUDFORMATION_MAX_WAIT_SECONDS = 3600
+# A start still worth delivering: the handover's own first poll comes within its budget anyway.
+START_DELIVERY_WINDOW = Duration.hours(1)
+STEP_FUNCTIONS_TASK = (
+    "Step Functions invokes it synchronously, retries it and on failure reports the error in the "
+    "verdict; a dead-letter queue only receives failed asynchronous invocations"
+)
 INITIAL_STATE = json.dumps({"state": "not-started"})
 
 
@@ -100,13 +108,15 @@ class Handover(Construct):
         burn_in: BurnInConfig,
         budgets: Budgets,
         cluster_test: ClusterTestPlan,
-        topic: sns.ITopic,
+        alerts: Alerts,
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
+        topic = alerts.topic
         stack = Stack.of(self)
         self._stack = stack
         self._artifacts = artifacts
+        self._log_retention = log_retention
         self.state_parameter = ssm.StringParameter(
             self,
             "State",
@@ -143,10 +153,19 @@ class Handover(Construct):
              "security_groups": list(plan.security_groups)}
             if plan.vpc else {}
         )
+        # A start or stop that EventBridge cannot deliver, or a stop that keeps failing, lands here
+        # and alarms the alert topic: a staged cluster whose handover never starts must not be silent.
+        self.undelivered = UndeliveredEvents(
+            self, "Undelivered", topic=topic, key=alerts.key,
+            what="the start of the handover or the stop of new work before the Capacity Block ends",
+            alarm_suffix="handover-trigger-undelivered",
+        )  # fmt: skip
         self.advance = function("Advance", "advance", Duration.minutes(3),
-                                "one poll: nodes, replacements, cluster test, verdict", **placement)
+                                "one poll: nodes, replacements, cluster test, verdict",
+                                dead_letter_reason=STEP_FUNCTIONS_TASK, **placement)
         stop = function("StopNewWork", "stop_new_work", Duration.minutes(2),
-                        "stop new work before the Capacity Block ends", **placement)
+                        "stop new work before the Capacity Block ends",
+                        dead_letter_queue=self.undelivered.queue, **placement)
         on_event = function("OnEvent", "on_event", Duration.minutes(1), "stage, or start the handover",
                             environment={"STATE_MACHINE_ARN": machine_arn})
         is_complete = function("IsComplete", "is_complete", Duration.minutes(1), "follow the handover to its verdict",
@@ -305,7 +324,7 @@ class Handover(Construct):
             .when(sfn.Condition.boolean_equals("$.done", True), done)
             .otherwise(wait.next(advance))
         )
-        logs_group = logs.LogGroup(self, "WorkflowLogs", retention=log_retention)
+        logs_group = log_group(self, "WorkflowLogs", retention=log_retention)
         machine = sfn.StateMachine(
             self, "Workflow",
             state_machine_name=name,
@@ -324,14 +343,14 @@ class Handover(Construct):
     def _gate(self, on_event: lambda_.Function, is_complete: lambda_.Function, burn_in: BurnInConfig,
               plan: HandoverPlan, capacity: CapacityTarget) -> CustomResource:
         wait = Duration.minutes(burn_in.timeout_minutes)
-        provider = cr.Provider(
+        framework = provider(
             self, "Provider", on_event_handler=on_event, is_complete_handler=is_complete,
+            log_retention=self._log_retention,
             query_interval=Duration.seconds(POLL_SECONDS), total_timeout=wait.plus(PROVIDER_MARGIN),
         )  # fmt: skip
-        acknowledge_provider_framework(provider, (on_event, is_complete))
         gate = CustomResource(
             self, "Gate",
-            service_token=provider.service_token,
+            service_token=framework.service_token,
             resource_type=RESOURCE_TYPE,
             service_timeout=Duration.seconds(min(CLOUDFORMATION_MAX_WAIT_SECONDS,
                                                  wait.plus(PROVIDER_MARGIN).plus(PROVIDER_MARGIN).to_seconds())),
@@ -357,14 +376,17 @@ class Handover(Construct):
             event_pattern=events.EventPattern(source=["aws.ec2"], detail_type=list(DELIVERED_DETAIL_TYPES),
                                               detail={"capacity-reservation-id": [capacity.reservation_id]}),
         )  # fmt: skip
-        rule.add_target(targets.SfnStateMachine(self.state_machine, input=events.RuleTargetInput.from_object(
-            {"trigger": "block-start"})))
+        rule.add_target(targets.SfnStateMachine(
+            self.state_machine, input=events.RuleTargetInput.from_object({"trigger": "block-start"}),
+            dead_letter_queue=self.undelivered.queue, max_event_age=START_DELIVERY_WINDOW,
+        ))  # fmt: skip
         schedule = scheduler.Schedule(
             self, "AfterBlockStart",
             description="Start the handover shortly after the Capacity Block starts (a backup for EC2's event)",
             schedule=scheduler.ScheduleExpression.expression(gate.get_att_string("StartSchedule")),
             target=scheduler_targets.StepFunctionsStartExecution(
-                self.state_machine, input=scheduler.ScheduleTargetInput.from_object({"trigger": "block-start"})),
+                self.state_machine, input=scheduler.ScheduleTargetInput.from_object({"trigger": "block-start"}),
+                dead_letter_queue=self.undelivered.queue, max_event_age=START_DELIVERY_WINDOW),
         )  # fmt: skip
         # Armed only when the deploy found the block not yet started (the gate says which).
         schedule.node.default_child.add_property_override("State", gate.get_att_string("StartScheduleState"))
@@ -376,7 +398,8 @@ class Handover(Construct):
             event_pattern=events.EventPattern(source=["aws.ec2"], detail_type=list(EXPIRY_DETAIL_TYPES),
                                               detail={"capacity-reservation-id": [capacity.reservation_id]}),
         )  # fmt: skip
-        rule.add_target(targets.LambdaFunction(stop, retry_attempts=3, max_event_age=Duration.minutes(15)))
+        rule.add_target(targets.LambdaFunction(stop, retry_attempts=3, max_event_age=Duration.minutes(15),
+                                               dead_letter_queue=self.undelivered.queue))
 
     def add_outputs(self) -> None:
         stack = self._stack

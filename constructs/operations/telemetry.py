@@ -12,6 +12,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from trn_constructs.log_groups import log_group
 from trn_constructs.operations.node import ship_neuron_metrics as shipper
 from trn_constructs.slurm.cluster_config import CustomAction
 
@@ -69,10 +70,10 @@ class NodeTelemetry(Construct):
         self.orchestrator = orchestrator
         kinds = _EKS_LOG_GROUPS if orchestrator == "eks" else _SLURM_LOG_GROUPS
         self.log_groups = {
-            kind: logs.LogGroup(
+            kind: log_group(
                 self,
                 f"{kind.capitalize()}Logs",
-                log_group_name=container_insights_log_group(cluster_name, kind),
+                name=container_insights_log_group(cluster_name, kind),
                 retention=log_retention,
                 removal_policy=removal_policy,
             )

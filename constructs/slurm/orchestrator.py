@@ -23,7 +23,7 @@ from constructs import Construct
 
 from trn_constructs.burn_in import HEAD_NODE_BOOTSTRAP, BurnInArtifacts
 from trn_constructs.capacity import CapacityTarget
-from trn_constructs.config import LOG_RETENTION, ClusterConfig, SlurmConfig
+from trn_constructs.config import RETENTION_DAYS, ClusterConfig, SlurmConfig
 from trn_constructs.findings import acknowledge, wildcard_finding
 from trn_constructs.handover.plan import HandoverPlan
 from trn_constructs.image import ImageVersions
@@ -57,9 +57,6 @@ PROVIDER_TEMPLATE_URL = (
     "https://${AWS::Region}-aws-parallelcluster.s3.${AWS::Region}.${AWS::URLSuffix}"
     f"/parallelcluster/{PCLUSTER_VERSION}/templates/custom_resource/cluster.yaml"
 )
-
-_DAYS_BY_RETENTION = {retention: days for days, retention in LOG_RETENTION.items()}
-
 
 class SlurmOrchestrator(Construct):
     """A ParallelCluster Slurm cluster: a head node and one queue of Trainium nodes in the block.
@@ -198,7 +195,7 @@ class SlurmOrchestrator(Construct):
             ),
             file_system_id=storage.file_system_id,
             mount_dir=config.fsx.mount_dir,
-            log_retention_days=_DAYS_BY_RETENTION[config.log_retention],
+            log_retention_days=RETENTION_DAYS[config.log_retention],
             tags=config.tags,
             head_node_bootstrap_seconds=budgets.head_node_bootstrap_minutes * 60,
             compute_node_bootstrap_seconds=budgets.compute_node_bootstrap_minutes * 60,

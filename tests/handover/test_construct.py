@@ -119,6 +119,32 @@ def test_new_work_stops_at_ec2s_expiration_warning(slurm):
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 900, "MaximumRetryAttempts": 3}
 
 
+def test_a_start_or_stop_that_cannot_be_delivered_alarms_the_alert_topic(slurm):
+    template = slurm.handover_json
+    queue, body = only(template, "AWS::SQS::Queue", "HandoverUndelivered")
+    # Encrypted with the alert topic's key, from the infrastructure stack.
+    alert_key, _ = only(slurm.infra_json, "AWS::KMS::Key", "AlertsKey")
+    assert slurm.template_json["Resources"][queue]["Properties"]["KmsMasterKeyId"] == {
+        "Fn::GetAtt": [alert_key, "Arn"]}
+    dead_letter = {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}
+    rules = resources(template, "AWS::Events::Rule")
+    for prefix in ("HandoverAtBlockStart", "HandoverBeforeBlockEnd"):
+        ((target,),) = [r["Properties"]["Targets"] for k, r in rules.items() if k.startswith(prefix)]
+        assert target["DeadLetterConfig"] == dead_letter, prefix
+    _, schedule = only(template, "AWS::Scheduler::Schedule", "HandoverAfterBlockStart")
+    assert schedule["Properties"]["Target"]["DeadLetterConfig"] == dead_letter
+    assert schedule["Properties"]["Target"]["RetryPolicy"]["MaximumEventAgeInSeconds"] == 3600
+    # A stop that keeps failing after Lambda's own retries lands there too.
+    _, stop = only(template, "AWS::Lambda::Function", "HandoverStopNewWork")
+    assert stop["Properties"]["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [queue, "Arn"]}}
+    _, alarm = only(template, "AWS::CloudWatch::Alarm", "HandoverUndelivered")
+    assert alarm["Properties"]["AlarmName"] == "TrnClusterStack-handover-trigger-undelivered"
+    assert alarm["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+    topic, _ = only(slurm.infra_json, "AWS::SNS::Topic", "AlertsTopic")
+    merged = slurm.template_json["Resources"][only(template, "AWS::CloudWatch::Alarm", "HandoverUndelivered")[0]]
+    assert merged["Properties"]["AlarmActions"] == merged["Properties"]["OKActions"] == [{"Ref": topic}]
+
+
 def test_slurm_replacement_and_commands_reach_only_this_clusters_nodes(slurm):
     statements = statements_of(slurm.handover_json, "HandoverAdvanceServiceRole")
     (terminate,) = [s for s in statements if s["Action"] == "ec2:TerminateInstances"]

@@ -173,6 +173,11 @@ class KubernetesNode:
         with urllib.request.urlopen(request, context=self.tls, timeout=30) as response:
             return json.load(response)
 
+    def instance_id(self) -> str:
+        """The EC2 instance behind the Node, from its provider id (aws:///<zone>/<instance id>):
+        a pod reaches no instance metadata (the nodes' IMDS hop limit is 1)."""
+        return self._call("GET", self.url)["spec"]["providerID"].rsplit("/", 1)[-1]
+
     def _set_condition(self, status: str, reason: str, message: str) -> None:
         self._call(
             "PATCH",
@@ -406,10 +411,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_and_report(args: argparse.Namespace, burnin_args: list[str]) -> tuple[int, dict | None]:
     report_path = INSTALL_DIR / "last-report.json"
     report_path.unlink(missing_ok=True)  # a stale report must not stand for this run
+    node = KubernetesNode(args.kubernetes_node) if args.kubernetes_node else None
+    if node:
+        burnin_args = [*burnin_args, "--instance-id", node.instance_id()]
     code = run_burnin(args.reports, args.region, burnin_args, report_path)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    if args.kubernetes_node:
-        KubernetesNode(args.kubernetes_node).record(code == 0, report, args.reports, boot_id())
+    if node:
+        node.record(code == 0, report, args.reports, boot_id())
     print(f"burn-in {'passed' if code == 0 else 'FAILED'} (exit {code})", flush=True)
     return code, report
 
