@@ -63,3 +63,10 @@ clean:
 offerings: export AWS_EC2_METADATA_DISABLED := false
 offerings: $(VENV)/.installed node_modules/.installed
 	$(PYTHON) -m trn_constructs.capacity_purchase.offerings_cli --from-cdk-json $(OFFERINGS_ARGS)
+
+# The handover's state for the configured stack (staged, burning in k of n, ready, not ready with
+# the failed nodes), from its SSM parameter, with your AWS credentials. More: ARGS="--region=...".
+.PHONY: handover
+handover: export AWS_EC2_METADATA_DISABLED := false
+handover: $(VENV)/.installed
+	$(PYTHON) -m trn_constructs.handover.status_cli $(ARGS)

@@ -75,7 +75,8 @@ def replacement_steps() -> list[Step]:
 
 def cluster_test_step(orchestrator: str) -> Step:
     if orchestrator == "slurm":
-        return Step("cluster all-reduce", 2, "sbatch, srun, NEFF generation and four message sizes (estimate)")
+        return Step("cluster all-reduce", 2, "salloc from the head node, NEFF generation and four message "
+                    "sizes (estimate)")
     return Step("cluster all-reduce", 4, "the Job's pods start, meet through S3, then the same nccom-test "
                 "(estimate)")
 
@@ -146,3 +147,54 @@ class Budgets:
 
 
 HEAD_NODE_SETUP_MINUTES = 12  # the head node's own cookbook run (estimate)
+# The handover's backup start, after the block's start (handler/gate.py SCHEDULE_AFTER_START).
+BACKUP_START_MINUTES = 2
+
+
+def start_steps(orchestrator: str) -> list[Step]:
+    """A staged cluster, from the block's start to its instances launching."""
+    trigger = Step("the handover starts on EC2's Capacity Block Delivered event", 0.5,
+                   "EventBridge delivers in seconds (estimate); the one-time schedule "
+                   f"{BACKUP_START_MINUTES} minutes after the start backs it up")
+    if orchestrator == "slurm":
+        return [trigger, Step(
+            "clustermgtd, restarted by the handover, finds the block active", 1,
+            "clustermgtd's 60 s loop (ParallelCluster 3.16.1); left alone, its Capacity Block check "
+            "runs only every 11 minutes (slurm_plugin/capacity_block_manager.py)")]
+    return [trigger, Step("the handover scales the node group's Auto Scaling group", 0.5,
+                          "SetDesiredCapacity; launches start within seconds (estimate)")]
+
+
+def deploy_steps(orchestrator: str) -> list[Step]:
+    """A deploy after the block's start, from `cdk deploy` to the first instance launching (the
+    critical path; steps CloudFormation runs side by side count once)."""
+    network = Step("VPC, subnets, NAT gateway, endpoints", 3, "CloudFormation (estimate)")
+    storage = Step("FSx for Lustre file system", 12, "PERSISTENT_2 creation, commonly 10 to 15 minutes "
+                   "(estimate; AWS publishes no figure)")
+    if orchestrator == "slurm":
+        return [network, storage, Step(
+            "ParallelCluster stack and head node, until clustermgtd launches the static nodes", 10,
+            "nested stack, head node boot and its cookbook up to clustermgtd (estimate); the rest of the "
+            "head node's setup and the handover stack run while the nodes boot")]
+    return [network, Step("FSx for Lustre beside the EKS control plane (the longer of the two)", 12,
+                          "EKS control plane creation, commonly 10 minutes (estimate); FSx as above"),
+            Step("system node group, add-ons and the kit's manifests", 6, "CloudFormation and kubectl (estimate)"),
+            Step("the handover stack, then its first poll scales the Trainium node group", 1.5,
+                 "Lambda, Step Functions and the gate (estimate)")]
+
+
+def verdict_steps(orchestrator: str, cluster_test: bool) -> list[Step]:
+    """From the last node's report to the verdict."""
+    return [
+        Step("the handover sees the last report", POLL_SECONDS / 2 / 60,
+             f"it polls every {POLL_SECONDS} s: half a poll on average"),
+        *([cluster_test_step(orchestrator)] if cluster_test else []),
+        Step("verdict to the alert topic, SSM and S3", 0.2, "three API calls (estimate)"),
+    ]
+
+
+def handover_timeline(orchestrator: str, staged: bool, image: str, duration_seconds: int,
+                      cluster_test: bool = True) -> list[Step]:
+    """Every step from the block's start to the verdict, every node healthy."""
+    before = start_steps(orchestrator) if staged else deploy_steps(orchestrator)
+    return [*before, *node_steps(orchestrator, image, duration_seconds), *verdict_steps(orchestrator, cluster_test)]

@@ -125,7 +125,7 @@ def test_rule_tells_the_topic_to_checkpoint_through_a_publish_only_role(default_
     }
     assert transformer["InputTemplate"] == json.dumps(
         warning(
-            "<detail-capacity-reservation-id>", "<detail-end-date>", ", in about 10 minutes"
+            "<detail-capacity-reservation-id>", "<detail-end-date>", "40 minutes", then=", in about 10 minutes"
         )
     )
     role = target["RoleArn"]["Fn::GetAtt"][0]
@@ -173,11 +173,13 @@ def test_schedule_publishes_the_end_notice_at_the_looked_up_time(default_stack):
     assert properties["FlexibleTimeWindow"] == {"Mode": "OFF"}
     target = properties["Target"]
     assert target["Arn"] == {"Ref": alert_topic(default_stack)}
-    before, after = warning(HELD, "<end>").split("<end>")
+    before, after = warning(HELD, "<end>", "12 hours").split("<end>")
     assert target["Input"] == {
         "Fn::Join": ["", [before, {"Fn::GetAtt": [lookup, "EndDate"]}, after]]
     }
-    assert "from 30 minutes before the end. Checkpoint your training now" in after
+    assert after.startswith(", in about 12 hours. EC2 terminates its instances from 30 minutes before the end; ")
+    assert after.endswith("Checkpoint your training now: what is not on the shared file system or in S3 is "
+                          "lost with the instances.")
     role = target["RoleArn"]["Fn::GetAtt"][0]
     # Scheduler hands an undeliverable notice to the dead-letter queue with the same role.
     assert role_statements(default_stack, role) == [

@@ -47,13 +47,18 @@ KEY_GRANT_REASON = (
 )
 
 
-def warning(block: str, end: str, when: str = "") -> str:
-    """The message both warnings send: when the block ends, and to checkpoint before."""
+def warning(block: str, end: str, left: str, then: str = "") -> str:
+    """The message both warnings send: when the block ends, how long is left, and to checkpoint."""
     return (
-        f"Capacity Block {block} ends at {end}. EC2 terminates its instances from 30 minutes "
-        f"before the end{when}. Checkpoint your training now: what is not on the shared file "
-        "system or in S3 is lost with the instances."
+        f"Capacity Block {block} ends at {end}, in about {left}. EC2 terminates its instances from 30 "
+        f"minutes before the end{then}; 40 minutes before it, at EC2's own warning, the kit stops new "
+        "work (Slurm drains the Trainium nodes, EKS cordons them). Checkpoint your training now: what "
+        "is not on the shared file system or in S3 is lost with the instances."
     )
+
+
+def hours(count: int) -> str:
+    return f"{count} hour{'s' if count != 1 else ''}"
 
 
 class CapacityExpiryWarnings(Construct):
@@ -107,7 +112,7 @@ class CapacityExpiryWarnings(Construct):
                 topic,
                 role=role,
                 input=scheduler.ScheduleTargetInput.from_text(
-                    warning(reservation_id, self.end_date)
+                    warning(reservation_id, self.end_date, hours(notice_hours))
                 ),
                 dead_letter_queue=self.dead_letters,
                 max_event_age=DELIVERY_WINDOW,
@@ -136,7 +141,8 @@ class CapacityExpiryWarnings(Construct):
                         events.EventField.from_path("$.detail.capacity-reservation-id"),
                         events.EventField.from_path("$.detail.end-date"),
                         # EC2 sends its warning 40 minutes before the end.
-                        when=", in about 10 minutes",
+                        "40 minutes",
+                        then=", in about 10 minutes",
                     )
                 ),
                 dead_letter_queue=self.dead_letters,

@@ -145,6 +145,33 @@ def test_a_start_or_stop_that_cannot_be_delivered_alarms_the_alert_topic(slurm):
     assert merged["Properties"]["AlarmActions"] == merged["Properties"]["OKActions"] == [{"Ref": topic}]
 
 
+@pytest.mark.parametrize("variant", ["default", "eks"])
+def test_a_deploy_before_the_block_starts_asks_for_no_trainium_instance(variant):
+    synthesized = synth_variant(variant)
+    template = synthesized.template_json
+    # No instance of the kit's own in either stack: Trainium capacity exists only as the
+    # orchestrator's, and each holds it until the block is active.
+    assert resources(template, "AWS::EC2::Instance") == {}
+    assert resources(template, "AWS::AutoScaling::AutoScalingGroup") == {}
+    if variant == "eks":
+        (group,) = [g for g in resources(template, "AWS::EKS::Nodegroup").values()
+                    if g["Properties"].get("CapacityType") == "CAPACITY_BLOCK"]
+        assert group["Properties"]["ScalingConfig"]["DesiredSize"] == 0  # the handover scales it at the start
+    else:
+        (cluster,) = resources(template, "Custom::PclusterCluster").values()
+        (queue,) = cluster["Properties"]["ClusterConfiguration"]["Scheduling"]["SlurmQueues"]
+        # ParallelCluster keeps CAPACITY_BLOCK static nodes in its reservation until the block is
+        # active, and its head node does not wait for them (README, Before the block starts).
+        assert queue["CapacityType"] == "CAPACITY_BLOCK"
+        assert queue["ComputeResources"][0]["CapacityReservationTarget"] == {
+            "CapacityReservationId": "cr-0123456789abcdef0"}
+    # The handover's workflow and both of its start triggers are there, waiting.
+    handover = synthesized.handover_json
+    assert [k for k in resources(handover, "AWS::StepFunctions::StateMachine") if k.startswith("HandoverWorkflow")]
+    assert [k for k in resources(handover, "AWS::Events::Rule") if k.startswith("HandoverAtBlockStart")]
+    assert [k for k in resources(handover, "AWS::Scheduler::Schedule") if k.startswith("HandoverAfterBlockStart")]
+
+
 def test_slurm_replacement_and_commands_reach_only_this_clusters_nodes(slurm):
     statements = statements_of(slurm.handover_json, "HandoverAdvanceServiceRole")
     (terminate,) = [s for s in statements if s["Action"] == "ec2:TerminateInstances"]

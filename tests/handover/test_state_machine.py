@@ -85,8 +85,9 @@ def test_a_poll_that_keeps_failing_is_retried_then_reported_and_the_execution_fa
     broken.describe_instances = original
     assert failed.value.error == "ClientError"
     assert "UnauthorizedOperation" in failed.value.cause
-    # Seven polls (one and six retries), then the report of the error.
-    assert len(cloud.calls("ec2", "DescribeInstances")) == 7
+    # The start's head-node lookup (its failure only delays ParallelCluster's launches), then seven
+    # polls (one and six retries), then the report of the error.
+    assert len(cloud.calls("ec2", "DescribeInstances")) == 1 + 7
     assert cloud.messages[-1]["subject"] == "TrnClusterStack: Trainium cluster NOT ready (0/4 nodes)"
     assert "the handover stopped on an error it could not get past (ClientError:" in cloud.messages[-1]["message"]
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from tests.support.cloud import BLOCK_START, HEAD_NODE, Cloud, FakeKubernetes
 from tests.support.handover import STATE_MACHINE, STATE_PARAMETER, eks_settings, run, settings, use
-from trn_constructs.handover.handler import index, kubernetes, settings as settings_module, workflow
+from trn_constructs.handover.handler import index, kubernetes, settings as settings_module, slurm, workflow
 
 
 def test_a_handover_started_before_the_block_waits_for_it_then_runs(monkeypatch):
@@ -17,6 +17,36 @@ def test_a_handover_started_before_the_block_waits_for_it_then_runs(monkeypatch)
     final = run(cloud, settings(), trigger="block-start", name="early")
     assert final["verdict"]["state"] == "ready"
     assert final["started_at"] == "2026-12-10T11:30:00Z"
+
+
+def restarts_sent(cloud: Cloud) -> list[str]:
+    return [c["Parameters"]["commands"][0] for c in cloud.calls("ssm", "SendCommand")
+            if "restart clustermgtd" in c["Parameters"]["commands"][0]]
+
+
+def test_at_a_staged_slurm_blocks_start_parallelcluster_launches_at_once_not_at_its_next_check(monkeypatch):
+    # ParallelCluster last looked at the block a minute before its start: left alone, it would
+    # hold the nodes in its reservation for ten more minutes.
+    cloud = use(monkeypatch, Cloud(capacity_block_checked=BLOCK_START - timedelta(minutes=1)))
+    assert cloud.active() == []
+    final = run(cloud, settings(), trigger="block-start", name="delivered")
+    assert final["verdict"]["state"] == "ready"
+    (script,) = restarts_sent(cloud)
+    assert script.startswith("if ! /opt/slurm/bin/scontrol show reservation=pcluster-cr-0123456789abcdef0 ")
+    assert cloud.clustermgtd_restarts == 1
+    assert min(n.launched for n in cloud.nodes.values()) < BLOCK_START + timedelta(minutes=2)
+
+
+def test_a_restart_that_fails_costs_minutes_not_the_handover(monkeypatch):
+    cloud = use(monkeypatch, Cloud(capacity_block_checked=BLOCK_START - timedelta(minutes=1)))
+    monkeypatch.setattr(slurm, "SUPERVISORCTL_GLOB", "/opt/nothing/*/supervisorctl")
+    final = run(cloud, settings(), trigger="block-start", name="delivered")
+    assert final["verdict"]["state"] == "ready"
+    # Asked at the start, then again every 3 minutes while no instance ran; ParallelCluster's own
+    # check, 11 minutes after its last, launched them.
+    assert len(restarts_sent(cloud)) == 3 and cloud.clustermgtd_restarts == 0
+    first = min(n.launched for n in cloud.nodes.values())
+    assert BLOCK_START + timedelta(minutes=10) <= first < BLOCK_START + timedelta(minutes=11)
 
 
 def test_a_start_trigger_stands_down_while_another_handover_runs(monkeypatch):

@@ -8,10 +8,16 @@ handover section): a launched instance is pending for a minute, then running; a 
 shutting-down for a minute; its slot in the block frees only after a cleanup of several minutes,
 after which the orchestrator relaunches into it within a minute; instances and their reports are
 what EC2 and S3 list, nothing else.
+
+ParallelCluster's Capacity Block manager (slurm_plugin/capacity_block_manager.py), when modelled
+(``capacity_block_checked``): clustermgtd holds the block's static nodes until a check of the
+block's state that finds it active; it checks when more than 10 whole minutes have passed since the
+last check, and at once when clustermgtd restarts (its manager starts uninitialised).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import itertools
@@ -36,6 +42,8 @@ PENDING = timedelta(minutes=1)
 SHUTTING_DOWN = timedelta(minutes=1)
 SLOT_CLEANUP = timedelta(minutes=6)
 RELAUNCH_DELAY = timedelta(minutes=1)
+CAPACITY_BLOCK_CHECK_MINUTES = 10  # CAPACITY_BLOCK_RESERVATION_UPDATE_PERIOD; checked when exceeded
+SUPERVISORCTL = "/opt/parallelcluster/pyenv/versions/3.12.11/envs/cookbook_virtualenv/bin/supervisorctl"
 HEAD_NODE = "i-0head000000000000"
 
 
@@ -76,6 +84,9 @@ class Cloud:
     relaunch: bool = True  # False: the slot never frees again (capacity lost)
     cluster_busbw_gibps: float = 150.0
     cluster_job: timedelta = timedelta(minutes=6)
+    # Slurm: when clustermgtd last checked the block's state (None: not modelled, it sees it at once).
+    capacity_block_checked: datetime | None = None
+    clustermgtd_restarts: int = 0
 
     def __post_init__(self) -> None:
         self.nodes: dict[str, Node] = {}
@@ -89,6 +100,8 @@ class Cloud:
         self.desired = 0 if self.orchestrator == "eks" else self.slots
         self._ids = itertools.count(1)
         self._launch_order = itertools.count()
+        checked = self.capacity_block_checked
+        self._capacity_block_seen_active = checked is None or self.block_start <= checked
         self.clients = {
             name: ModelCheckedClient(name, service)
             for name, service in (
@@ -130,6 +143,9 @@ class Cloud:
         for slot, free_at in list(self.cleaning.items()):
             if self.now >= free_at and self.relaunch:
                 del self.cleaning[slot]
+        checked = self.capacity_block_checked
+        if checked is not None and int((self.now - checked).total_seconds() // 60) > CAPACITY_BLOCK_CHECK_MINUTES:
+            self.check_capacity_block()
         self._orchestrate()
         for command in list(self.commands.values()):
             if command["status"] == "InProgress" and self.now >= command["done_at"]:
@@ -148,12 +164,23 @@ class Cloud:
             return None
         return f"cb-{slot // self.instances_per_ultraserver:017x}"
 
+    def check_capacity_block(self) -> None:
+        """clustermgtd reads the block's state (and, finding it active, releases its nodes)."""
+        self.capacity_block_checked = self.now
+        checked = self.capacity_block_checked
+        self._capacity_block_seen_active = checked is None or self.block_start <= checked
+
+    @property
+    def capacity_block_reservation(self) -> bool:
+        """Whether ParallelCluster still holds the block's nodes in its pcluster-<id> reservation."""
+        return self.capacity_block_checked is not None and not self._capacity_block_seen_active
+
     def active(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.state in ("pending", "running")]
 
     def _orchestrate(self) -> None:
         """Launch into free slots up to the desired count, as clustermgtd or the ASG would."""
-        if not self.block_active:
+        if not self.block_active or self.capacity_block_reservation:
             return
         occupied = {n.slot for n in self.nodes.values() if n.state in ("pending", "running", "shutting-down")}
         free = [s for s in range(self.slots) if s not in occupied and s not in self.cleaning]
@@ -278,6 +305,8 @@ class Ssm:
     def _run(self, record: dict[str, Any]) -> None:
         """The head node: the cluster test's salloc holds the nodes and runs the test, which writes
         its result; SSM reports the command done when the test ends, with salloc's job id."""
+        if "restart clustermgtd" in record["script"]:
+            return self._restart_clustermgtd(record)
         match = re.search(r"/opt/slurm/bin/salloc .* /bin/sh -c (.+)$", record["script"])
         if not match:
             record["status"] = "Success"
@@ -302,6 +331,20 @@ class Ssm:
 
         cloud.commands[f"job-{record['instance']}-{len(cloud.commands)}"] = {
             "status": "InProgress", "done_at": cloud.now + cloud.cluster_job, "finish": finish}
+
+    def _restart_clustermgtd(self, record: dict[str, Any]) -> None:
+        """The script as the head node runs it: only while the pcluster- reservation exists."""
+        cloud = self.cloud
+        record["status"] = "Success"
+        if not cloud.capacity_block_reservation:
+            record["stdout"] = f"no reservation pcluster-{RESERVATION}: clustermgtd already launches the nodes"
+            return
+        (pattern,) = re.findall(r"ctl=\$\(ls (\S+) ", record["script"])
+        if not fnmatch.fnmatch(SUPERVISORCTL, pattern):
+            record.update(status="Failed", stderr=f"no supervisorctl at {pattern}")
+            return
+        cloud.clustermgtd_restarts += 1
+        cloud.check_capacity_block()  # the new clustermgtd's first loop
 
     def get_command_invocation(self, CommandId, InstanceId, **_):
         record = self.cloud.commands.get(CommandId)

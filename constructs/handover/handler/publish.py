@@ -15,16 +15,22 @@ from .settings import Settings
 # A standard SSM parameter holds 4 KB: the parameter keeps the gist, the bucket the whole verdict.
 PARAMETER_LIMIT = 4096
 MAX_LISTED = 8
+REASON_LIMIT = 300
 SUBJECT_LIMIT = 100
 
 
 def _compact(state: dict[str, Any]) -> str:
+    """The state as JSON within the parameter's limit: whole while it fits, else with fewer failed
+    nodes listed (``failed_count`` says how many there were) and a shorter summary; always valid JSON."""
     text = json.dumps(state, separators=(",", ":"))
-    if len(text) <= PARAMETER_LIMIT:
-        return text
-    trimmed = {**state, "failed": state.get("failed", [])[:MAX_LISTED], "truncated": True}
-    trimmed["summary"] = trimmed.get("summary", "")[:1000]
-    return json.dumps(trimmed, separators=(",", ":"))[:PARAMETER_LIMIT]
+    failed = state.get("failed", [])
+    for listed, summary_limit in ((MAX_LISTED, 1000), (3, 600), (0, 300)):
+        if len(text) <= PARAMETER_LIMIT:
+            return text
+        trimmed = {**state, "failed": failed[:listed], "failed_count": len(failed), "truncated": True,
+                   "summary": str(state.get("summary", ""))[:summary_limit]}
+        text = json.dumps(trimmed, separators=(",", ":"))
+    return text
 
 
 def set_state(settings: Settings, state: str, **details: Any) -> None:
@@ -59,7 +65,9 @@ def publish_verdict(settings: Settings, run_id: str, verdict: dict[str, Any]) ->
     )  # fmt: skip
     uri = f"s3://{settings.bucket}/{key}"
     set_state(settings, verdict["state"], summary=verdict["summary"], verdict=uri, run_id=run_id,
-              failed=[f["instance_id"] for f in verdict.get("failed", [])])
+              expected_nodes=verdict["expected_nodes"], passed_nodes=verdict["passed_nodes"],
+              failed=[{"instance_id": f["instance_id"], "reason": "; ".join(f["reasons"])[:REASON_LIMIT]}
+                      for f in verdict.get("failed", [])])
     ready = verdict["state"] == "ready"
     subject = (f"{settings.stack_name}: Trainium cluster {'ready' if ready else 'NOT ready'} "
                f"({verdict['passed_nodes']}/{verdict['expected_nodes']} nodes)")

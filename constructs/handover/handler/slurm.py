@@ -5,6 +5,11 @@ by ParallelCluster's own tags (a replaced head node is found again). A failed no
 EC2's TerminateInstances: ParallelCluster's clustermgtd notices the missing instance within a
 minute and launches a new one for the same static node, which then burns in like any new node.
 
+At the block's start ParallelCluster still holds the block's static nodes in its Slurm reservation
+pcluster-<reservation id>, until its clustermgtd's Capacity Block manager, which reads the block's
+state from EC2 only about every 11 minutes, sees it active. The handover restarts clustermgtd then:
+a new one reads the block's state on its first loop, so the nodes launch within a minute or two.
+
 The cluster test: the command allocates the passed nodes (salloc) and, from the head node, runs
 nccom-test's slurm mode in that allocation, as the Neuron docs have it; the allocation ends with
 the command, and SSM stops the command at the stage's deadline, which gives the nodes back.
@@ -27,6 +32,9 @@ HEAD_NODE_TAG = "parallelcluster:node-type"
 CLUSTER_NAME_TAG = "parallelcluster:cluster-name"
 # On the head node, one per Slurm job.
 CLUSTER_TEST_LOG = "/var/log/trn-kit-cluster-test-$SLURM_JOB_ID.log"
+# Where ParallelCluster's cookbook installs supervisord's client; the pyenv Python version varies.
+SUPERVISORCTL_GLOB = "/opt/parallelcluster/pyenv/versions/*/envs/cookbook_virtualenv/bin/supervisorctl"
+CAPACITY_BLOCK_RESERVATION_PREFIX = "pcluster-"  # slurm_plugin/capacity_block_manager.py
 FAILED_COMMAND = ("Failed", "TimedOut", "Cancelled", "Undeliverable", "Terminated", "InvalidPlatform", "AccessDenied")
 
 
@@ -97,6 +105,19 @@ def submit_script(slurm: SlurmSettings, arguments: tuple[str, ...], nodes: int, 
     ])
 
 
+def capacity_block_refresh_script(reservation_id: str) -> str:
+    """Restart clustermgtd while ParallelCluster still holds the block's nodes in its reservation
+    (a new clustermgtd reads the block's state at once); do nothing once the reservation is gone."""
+    reservation = f"{CAPACITY_BLOCK_RESERVATION_PREFIX}{reservation_id}"
+    return (
+        f"if ! {SLURM_BIN}/scontrol show reservation={reservation} >/dev/null 2>&1; then "
+        f"echo 'no reservation {reservation}: clustermgtd already launches the nodes'; exit 0; fi; "
+        f"ctl=$(ls {SUPERVISORCTL_GLOB} 2>/dev/null | head -n 1); "
+        '[ -n "$ctl" ] || { echo "no supervisorctl at ' + SUPERVISORCTL_GLOB + '" >&2; exit 1; }; '
+        '"$ctl" restart clustermgtd'
+    )
+
+
 def drain_script(partition: str, reason: str) -> str:
     """Drain every node of the partition: running jobs finish, nothing new starts."""
     nodes = f'"$({SLURM_BIN}/sinfo -h -p {partition} -o %N)"'
@@ -113,7 +134,19 @@ class SlurmNodes:
         self._settings, self._slurm = settings, settings.slurm
 
     def ensure_capacity(self) -> None:
-        """ParallelCluster launches every static node of the block itself, also at its start."""
+        """ParallelCluster launches every static node of the block itself; at the block's start,
+        make it notice now rather than at its next Capacity Block check. Only time depends on this:
+        a failure is logged and ParallelCluster's own check launches the nodes minutes later."""
+        try:
+            head_node = head_node_instance_id(self._slurm.cluster_name)
+            command = send_script(head_node, capacity_block_refresh_script(self._settings.reservation_id),
+                                  "trn-kit: launch the Capacity Block's nodes now")
+        except (ClientError, RuntimeError) as error:
+            print(f"could not restart clustermgtd ({error}); ParallelCluster launches the nodes at its "
+                  "next Capacity Block check, within about 11 minutes")
+            return
+        print(f"restarting clustermgtd so it launches the Capacity Block's nodes now (SSM command {command} "
+              f"on {head_node})")
 
     def replace(self, instance_id: str) -> None:
         aws.client("ec2").terminate_instances(InstanceIds=[instance_id])

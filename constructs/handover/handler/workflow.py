@@ -29,6 +29,10 @@ BLOCK_NOT_YET = ("scheduled", "payment-pending", "pending", "assessing", "delaye
 # EC2 terminates a block's instances from 30 minutes before its end; EKS scales its node group
 # to 0 at 40. A handover that could not finish before then hands over nothing.
 BLOCK_END_MARGIN = timedelta(minutes=40)
+# A block's instances normally launch within a minute or two of the handover's request; while none
+# has, the request is made again this often (it is idempotent), at most CAPACITY_REQUESTS times.
+CAPACITY_RETRY = timedelta(minutes=3)
+CAPACITY_REQUESTS = 3
 
 
 def run_id_of(execution_arn: str) -> str:
@@ -117,6 +121,12 @@ def _nodes(settings: Settings, ops: NodeOperations, state: dict[str, Any]) -> di
     s3, moment = aws.client("s3"), aws.now()
     deadline = parse_time(state["started_at"]) + timedelta(seconds=settings.nodes_budget_seconds)
     instances = block_instances(aws.client("ec2"), settings.reservation_id)
+    asked = state.get("capacity_requests", 1)
+    if not instances and asked < CAPACITY_REQUESTS and moment >= parse_time(state["started_at"]) + CAPACITY_RETRY * asked:
+        print(f"no instance of the block {int(CAPACITY_RETRY.total_seconds() // 60) * asked} minutes after the start: "
+              "asking for them again")
+        ops.ensure_capacity()
+        state = {**state, "capacity_requests": asked + 1}
     ledger = Ledger.load(s3, settings.bucket, settings.handover_prefix)
     ledger.assign_successors(instances)
     running = {i.instance_id for i in instances}
