@@ -10,11 +10,18 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup synth test clean pcluster-venv
+.PHONY: setup setup-synth synth test clean pcluster-venv
+# Independent setup steps (pip, npm) run side by side.
+MAKEFLAGS += --jobs=2
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+# The app's own dependencies: all that `make synth` needs.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# The test tools on top of them.
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
@@ -45,11 +52,13 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed $(PCLUSTER_VENV)/.installed $(CHECKOV_VENV)/.installed
+setup-synth: $(VENV)/.runtime node_modules/.installed
+setup: setup-synth $(VENV)/.installed $(PCLUSTER_VENV)/.installed $(CHECKOV_VENV)/.installed
 
-synth: setup
-	cdk synth TrnClusterStack --quiet
-	@echo "Synthesized: cdk.out/TrnClusterStack.template.json"
+# ARGS go to cdk synth, e.g. make synth ARGS="-c orchestrator=eks -c instanceType=trn2.48xlarge".
+synth: setup-synth
+	cdk synth TrnClusterStack --quiet $(ARGS)
+	@echo "Synthesized: cdk.out/TrnClusterStack.template.json and cdk.out/TrnClusterStackInfra.template.json"
 
 test: setup
 	$(PYTHON) -m pytest -n 2 --dist loadfile
@@ -58,15 +67,15 @@ clean:
 	rm -rf cdk.out .pytest_cache
 
 # Capacity Block offerings for the purchase configured in cdk.json, cheapest first; buys nothing.
-# Uses your AWS credentials, an instance role included. More options: OFFERINGS_ARGS="--availability-zone=".
+# Uses your AWS credentials, an instance role included. More options: ARGS="--availability-zone=".
 .PHONY: offerings
 offerings: export AWS_EC2_METADATA_DISABLED := false
-offerings: $(VENV)/.installed node_modules/.installed
-	$(PYTHON) -m trn_constructs.capacity_purchase.offerings_cli --from-cdk-json $(OFFERINGS_ARGS)
+offerings: setup-synth
+	$(PYTHON) -m trn_constructs.capacity_purchase.offerings_cli --from-cdk-json $(ARGS)
 
 # The handover's state for the configured stack (staged, burning in k of n, ready, not ready with
 # the failed nodes), from its SSM parameter, with your AWS credentials. More: ARGS="--region=...".
 .PHONY: handover
 handover: export AWS_EC2_METADATA_DISABLED := false
-handover: $(VENV)/.installed
+handover: setup-synth
 	$(PYTHON) -m trn_constructs.handover.status_cli $(ARGS)

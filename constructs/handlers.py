@@ -97,11 +97,13 @@ def handler_function(
     log_retention: logs.RetentionDays,
     module: str = "index",
     dead_letter_reason: str = SYNCHRONOUS_HANDLER,
+    log_group_name: str | None = None,
     **options: Any,
 ) -> lambda_.Function:
-    """``<module>.<entry_point>`` of ``code`` with its own log group; ``dead_letter_reason`` says why
-    it has no dead-letter queue (by default: a Provider's framework calls it synchronously);
-    ``options`` go to Function."""
+    """``<module>.<entry_point>`` of ``code`` with its own log group (named ``log_group_name`` when
+    people must find it before the stack's outputs exist); ``dead_letter_reason`` says why it has no
+    dead-letter queue (by default: a Provider's framework calls it synchronously); ``options`` go to
+    Function."""
     function = lambda_.Function(
         scope,
         construct_id,
@@ -110,7 +112,7 @@ def handler_function(
         code=code,
         timeout=timeout,
         description=description,
-        log_group=log_group(scope, f"{construct_id}Logs", retention=log_retention),
+        log_group=log_group(scope, f"{construct_id}Logs", retention=log_retention, name=log_group_name),
         **options,
     )
     acknowledge_deploy_time_function(

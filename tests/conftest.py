@@ -225,3 +225,24 @@ def masked_template(template: Any) -> Any:
         return value
 
     return settle(json.loads(mask_asset_hashes(json.dumps(template, sort_keys=True))))
+
+
+_failed_snapshots: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and "::test_snapshot" in report.nodeid:
+        _failed_snapshots.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """A template snapshot that differs is either a regression or an intended change: say how to
+    accept the second after reviewing the diff above."""
+    if _failed_snapshots:
+        modules = " ".join(sorted({nodeid.split("::")[0] for nodeid in _failed_snapshots}))
+        terminalreporter.write_line(
+            f"{len(_failed_snapshots)} template snapshot(s) differ. If the change is intended, review the "
+            f"diff above, then update them with: .venv/bin/python -m pytest -n 2 {modules} --snapshot-update "
+            "(and commit tests/__snapshots__/)",
+            yellow=True,
+        )

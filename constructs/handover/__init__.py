@@ -65,6 +65,11 @@ def state_parameter_name(stack_name: str) -> str:
     return f"/trn-kit/{stack_name}/handover"
 
 
+def log_group_name(stack_name: str) -> str:
+    """Where each poll says what it waits for."""
+    return f"/trn-kit/{stack_name}/handover"
+
+
 @dataclass(frozen=True)
 class ClusterTestPlan:
     """The all-reduce across the passed nodes: ``trn_burnin cluster-test``'s arguments both
@@ -160,9 +165,12 @@ class Handover(Construct):
             what="the start of the handover or the stop of new work before the Capacity Block ends",
             alarm_suffix="handover-trigger-undelivered",
         )  # fmt: skip
+        # Named, so that a deploy still waiting (its outputs not yet there) can be followed:
+        # aws logs tail /trn-kit/<stack>/handover --follow
         self.advance = function("Advance", "advance", Duration.minutes(3),
                                 "one poll: nodes, replacements, cluster test, verdict",
-                                dead_letter_reason=STEP_FUNCTIONS_TASK, **placement)
+                                dead_letter_reason=STEP_FUNCTIONS_TASK, log_group_name=log_group_name(stack.stack_name),
+                                **placement)
         stop = function("StopNewWork", "stop_new_work", Duration.minutes(2),
                         "stop new work before the Capacity Block ends",
                         dead_letter_queue=self.undelivered.queue, **placement)
@@ -199,6 +207,7 @@ class Handover(Construct):
             "stack_name": stack_name,
             "orchestrator": plan.orchestrator,
             "state_parameter": state_parameter_name(stack_name),
+            "log_group": log_group_name(stack_name),
             "reports_prefix": artifacts.reports_prefix,
             "handover_prefix": HANDOVER_PREFIX,
             "cluster_test_prefix": artifacts.cluster_test_prefix,

@@ -211,6 +211,10 @@ def test_the_state_parameter_and_the_outputs_say_where_to_look(slurm):
         assert outputs[name]["Description"]
     log_group = next(k for k in resources(slurm.handover_json, "AWS::Logs::LogGroup") if k.startswith("HandoverAdvanceLogs"))
     assert outputs["HandoverLogGroup"]["Value"] == {"Ref": log_group}
+    # Named, so a deploy still waiting for its verdict can be followed before outputs exist.
+    group = slurm.handover_json["Resources"][log_group]["Properties"]
+    assert group["LogGroupName"] == "/trn-kit/TrnClusterStack/handover"
+    assert bundled_plan(slurm.outdir)["log_group"] == "/trn-kit/TrnClusterStack/handover"
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [

@@ -94,7 +94,7 @@ def test_an_execution_that_fails_says_so_and_that_nothing_was_rolled_back(monkey
         gate.is_complete({**event(), **response}, settings())
     assert str(failed.value) == (
         f"Handover {gate.execution_name('req-1')} ended FAILED: States.Timeout. Nothing was rolled back: the "
-        "cluster and its nodes stay; deploy again to hand over"
+        "cluster and its nodes stay; deploy again to hand over. Logs: /trn-kit/TrnClusterStack/handover"
     )
 
 

@@ -21,7 +21,8 @@ STATE_PARAMETER = "/trn-kit/TrnClusterStack/handover"
 def settings(**overrides: Any) -> Settings:
     base = Settings(
         stack_name="TrnClusterStack", orchestrator="slurm", bucket=BUCKET, reservation_id=RESERVATION,
-        topic_arn=TOPIC, state_parameter=STATE_PARAMETER, reports_prefix="burn-in/",
+        topic_arn=TOPIC, state_parameter=STATE_PARAMETER, log_group="/trn-kit/TrnClusterStack/handover",
+        reports_prefix="burn-in/",
         handover_prefix="handover/", cluster_test_prefix="cluster-test/", expected_nodes=4,
         instances_per_ultraserver=1, ultraserver_type=None, min_healthy_fraction=1.0,
         whole_ultraservers=False, replace_failed_nodes=True, max_replacements=1,

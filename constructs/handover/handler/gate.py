@@ -116,15 +116,17 @@ def is_complete(event: dict[str, Any], settings: Settings | None = None) -> dict
     if status in ("RUNNING", "PENDING_REDRIVE"):
         return {"IsComplete": False}
     if status != "SUCCEEDED":
+        settings = settings or Settings.load()
         raise HandoverFailed(
             f"Handover {arn.rsplit(':', 1)[-1]} ended {status}: {execution.get('error', '')} "
             f"{execution.get('cause', '')}".strip()[:3000]
-            + ". Nothing was rolled back: the cluster and its nodes stay; deploy again to hand over"
+            + f". Nothing was rolled back: the cluster and its nodes stay; deploy again to hand over. "
+            f"Logs: {settings.log_group}"
         )
     verdict = json.loads(execution["output"])["verdict"]
     if verdict["state"] != "ready":
         raise HandoverFailed(
-            f"Cluster NOT ready: {verdict['summary']}. The cluster stays, failed nodes quarantined. "
-            f"Verdict: {verdict.get('verdict_uri', '')}"[:4000]
+            (f"Cluster NOT ready: {verdict['summary']}. The cluster stays, failed nodes quarantined. "
+             f"Verdict: {verdict.get('verdict_uri', '')}")[:4000]
         )
     return {"IsComplete": True, "Data": {"Summary": verdict["summary"], "Verdict": verdict.get("verdict_uri", "")}}
