@@ -1,15 +1,20 @@
 """Every setting of the kit, declared once: its key, the default the kit ships (cdk.json carries the
-same), the kind of value it takes, what is allowed and what it does. Reading the context and its
-defaults come from this table; the rules between settings are trn_constructs.setting_rules', the
-typed configuration trn_constructs.config's.
+same), the kind of value it takes, what is allowed and what it does. Reading the context, its
+defaults and the README's configuration table all come from this table; the rules between settings
+are trn_constructs.setting_rules', the typed configuration trn_constructs.config's.
+
+``python -m trn_constructs.settings README.md`` rewrites the README's table from this one.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from aws_cdk.aws_logs import RetentionDays
@@ -288,3 +293,43 @@ def read_settings(raw: Mapping[str, Any]) -> Values:
         given = raw.get(setting.key)
         values.read(setting, copy.deepcopy(setting.default) if given is None else given)
     return values
+
+
+README_START = (
+    "<!-- settings table: generated from constructs/settings.py by "
+    "`.venv/bin/python -m trn_constructs.settings README.md`; edit the table there -->"
+)
+README_END = "<!-- end of settings table -->"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
+def _default_cell(setting: Setting) -> str:
+    value = setting.default
+    shown = "empty" if value == "" else f"`{value if isinstance(value, str) else json.dumps(value)}`"
+    return f"{shown} (example: use yours)" if setting.example else shown
+
+
+def markdown_table() -> str:
+    rows = ["| setting | default | allowed | what it does |", "|---|---|---|---|"]
+    rows += [
+        f"| `{s.key}` | {_cell(_default_cell(s))} | {_cell(s.allowed_text)} | {_cell(s.description)} |"
+        for s in SETTINGS.values()
+    ]
+    return "\n".join(rows)
+
+
+def with_table(readme: str) -> str:
+    """``readme`` with the text between its settings-table markers replaced by the table."""
+    before, start, rest = readme.partition(README_START)
+    _, end, after = rest.partition(README_END)
+    if not (start and end):
+        raise ValueError(f"the README has no settings-table markers: {README_START} ... {README_END}")
+    return f"{before}{start}\n\n{markdown_table()}\n\n{end}{after}"
+
+
+if __name__ == "__main__":
+    readme = Path(sys.argv[1])
+    readme.write_text(with_table(readme.read_text()))

@@ -1,11 +1,11 @@
-"""The declared settings table: cdk.json agrees with it, its defaults are the configuration the kit
-ships, and keys that are no setting are told apart."""
+"""The declared settings table: cdk.json and the README's configuration table agree with it, its
+defaults are the configuration the kit ships, and keys that are no setting are told apart."""
 
 import pytest
 
 from tests.conftest import CDK_CONTEXT, REPO
 from trn_constructs.config import parse_config
-from trn_constructs.settings import SETTINGS, is_cdk_key, meant
+from trn_constructs.settings import README_END, README_START, SETTINGS, is_cdk_key, markdown_table, meant, with_table
 
 KIT_CONTEXT = {key: value for key, value in CDK_CONTEXT.items() if not is_cdk_key(key)}
 
@@ -21,6 +21,27 @@ def test_cdk_json_ships_the_tables_default(key):
 
 def test_the_tables_defaults_are_the_configuration_cdk_json_ships():
     assert parse_config({}) == parse_config(CDK_CONTEXT)
+
+
+def test_the_readme_table_is_the_settings_table():
+    readme = (REPO / "README.md").read_text()
+    assert f"{README_START}\n\n{markdown_table()}\n\n{README_END}" in readme, (
+        "README.md's settings table differs from constructs/settings.py; regenerate it with "
+        "`.venv/bin/python -m trn_constructs.settings README.md`"
+    )
+    assert with_table(readme) == readme
+
+
+def test_the_readme_table_marks_the_examples_to_replace():
+    examples = [key for key, setting in SETTINGS.items() if setting.example]
+    assert examples == ["account", "region", "capacityReservationId", "availabilityZone"]
+    assert "| `account` | `123456789012` (example: use yours) | a 12-digit AWS account id |" in markdown_table()
+
+
+def test_with_table_needs_the_markers():
+    with pytest.raises(ValueError) as raised:
+        with_table("# a README without the table\n")
+    assert str(raised.value) == f"the README has no settings-table markers: {README_START} ... {README_END}"
 
 
 def test_every_setting_says_in_one_line_what_it_does_and_allows():
