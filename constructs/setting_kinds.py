@@ -63,7 +63,6 @@ class Text:
 class Choice(Text):
     def __init__(self, options: tuple[str, ...]):
         super().__init__(" or ".join(options), "|".join(map(re.escape, options)))
-        self.options = options
 
 
 class Integer:

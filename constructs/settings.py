@@ -120,7 +120,8 @@ _TABLE = (
     Setting("secondaryAvailabilityZone", "",
             Text("empty or an Availability Zone name such as us-east-2a", f"({_ZONE})?"),
             "The second zone EKS and the kit's VPC need; it carries no Trainium capacity.",
-            allowed="empty (the first other zone of region) or another zone of region"),
+            allowed="empty (the first other zone of region, where the kit knows its zones) or another zone "
+                    "of region"),
     Setting("vpcCidr", "10.0.0.0/16", Cidr(), "The VPC's block, when the kit builds the VPC."),
     Setting("vpcId", "", Text("empty (build a VPC) or a VPC id vpc-...", r"(vpc-[0-9a-f]{8}([0-9a-f]{9})?)?"),
             "An existing VPC to import instead; it must provide egress and endpoints."),
@@ -249,9 +250,6 @@ class Values:
         if key in self._failed or key not in self._typed:
             raise Skip(key)
         return self._typed[key]
-
-    def given(self, key: str) -> Any:
-        return self._given[key]
 
     def derive(self, key: str, value: Any) -> None:
         self._typed[key] = value
