@@ -14,8 +14,9 @@ def main() -> int:
     try:
         add_stacks(app)
     except ConfigError as error:
-        # A user's mistake: one line naming the setting, not a traceback.
-        print(f"configuration error: {error}", file=sys.stderr)
+        # A user's mistakes: one line each naming the setting, not a traceback.
+        for line in error.lines:
+            print(f"configuration error: {line}", file=sys.stderr)
         return 1
     app.synth()
     return 0

@@ -28,3 +28,15 @@ def test_invalid_setting_prints_one_line_and_exits_1(tmp_path):
     ]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_every_mistake_prints_a_line_of_its_own(tmp_path):
+    result = run_app(tmp_path, orchestrator="nomad", InstanceType="trn2.48xlarge", tags='{"aws:team": "ml"}')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: setting 'InstanceType' is not a setting of this kit; did you mean 'instanceType'?",
+        "configuration error: setting 'orchestrator': got 'nomad'; allowed: eks or slurm",
+        "configuration error: setting 'tags': got 'aws:team'; allowed: tag keys not starting with aws: in any "
+        "case (AWS reserves the prefix)",
+    ]
+    assert not (tmp_path / "manifest.json").exists()

@@ -24,10 +24,16 @@ def buying(**overrides):
     return parse(**PURCHASE | overrides)
 
 
-def error_of(**overrides) -> str:
+def errors_of(**overrides) -> list[str]:
     with pytest.raises(ConfigError) as raised:
         buying(**overrides)
-    return str(raised.value)
+    return list(raised.value.lines)
+
+
+def error_of(**overrides) -> str:
+    """The one line of a purchase with one mistake."""
+    (line,) = errors_of(**overrides)
+    return line
 
 
 def test_defaults_buy_nothing_and_send_no_mail():
@@ -178,14 +184,6 @@ AHEAD = (
             f"setting 'capacityPurchaseLatestStart': got '2027-01-16T00:00:00Z'; allowed: {AHEAD}",
         ),
         (
-            {
-                "capacityPurchaseEarliestStart": "2027-01-15T09:01:00Z",
-                "capacityPurchaseLatestStart": "2027-01-20T00:00:00Z",
-            },
-            f"setting 'capacityPurchaseEarliestStart': got '2027-01-15T09:01:00Z'; allowed: "
-            f"{AHEAD}",
-        ),
-        (
             {"capacityPurchaseMaxUpfrontFeeUsd": 0},
             f"setting 'capacityPurchaseMaxUpfrontFeeUsd': got 0; allowed: {FEE}",
         ),
@@ -232,3 +230,28 @@ AHEAD = (
 )
 def test_invalid_values_name_setting_and_allowed_values(overrides, message):
     assert error_of(**overrides) == message
+
+
+def test_a_window_beyond_reach_names_both_starts():
+    assert errors_of(
+        capacityPurchaseEarliestStart="2027-01-15T09:01:00Z",
+        capacityPurchaseLatestStart="2027-01-20T00:00:00Z",
+    ) == [
+        f"setting 'capacityPurchaseEarliestStart': got '2027-01-15T09:01:00Z'; allowed: {AHEAD}",
+        f"setting 'capacityPurchaseLatestStart': got '2027-01-20T00:00:00Z'; allowed: {AHEAD}",
+    ]
+
+
+def test_a_bought_block_leaves_room_for_the_kits_own_tags():
+    assert error_of(tags={f"key{i}": "v" for i in range(46)}, orchestrator="eks") == (
+        "setting 'tags': got 46; allowed: at most 45 tags (a bought block carries 5 of the kit's own)"
+    )
+
+
+def test_a_purchase_setting_of_the_wrong_form_is_an_error_without_capacity_purchase_too():
+    with pytest.raises(ConfigError) as raised:
+        parse(capacityPurchaseEarliestStart="tomorrow", capacityPurchaseMaxUpfrontFeeUsd=-1)
+    assert raised.value.lines == (
+        f"setting 'capacityPurchaseEarliestStart': got 'tomorrow'; allowed: {UTC_TIME}",
+        f"setting 'capacityPurchaseMaxUpfrontFeeUsd': got -1; allowed: {FEE}",
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import synth
 from tests.support.manifests import TOKEN_VALUES, applied_manifests, bundled_plan
-from trn_constructs.config import EKS_KUBERNETES_VERSIONS
+from trn_constructs.settings import EKS_KUBERNETES_VERSIONS
 from trn_constructs.eks.manifests import FSX_CSI_DRIVER, shared_storage_manifests
 
 @pytest.fixture(scope="module", params=EKS_KUBERNETES_VERSIONS)
