@@ -15,8 +15,7 @@ def main() -> int:
         add_stacks(app)
     except ConfigError as error:
         # A user's mistakes: one line each naming the setting, not a traceback.
-        for line in error.lines:
-            print(f"configuration error: {line}", file=sys.stderr)
+        print(error.report(), file=sys.stderr)
         return 1
     app.synth()
     return 0

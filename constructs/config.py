@@ -33,6 +33,10 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
         self.lines = lines
 
+    def report(self) -> str:
+        """What the kit's commands print: each line as a configuration error of its own."""
+        return "\n".join(f"configuration error: {line}" for line in self.lines)
+
 
 @dataclass(frozen=True)
 class CapacityConfig:

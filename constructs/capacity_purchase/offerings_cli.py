@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _arguments(argv)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        print(error.report(), file=sys.stderr)
         return 2
     try:
         # The same property names the custom resource receives, so both validate alike.

@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None, now: datetime | None = None) -> int:
         region = args.region or _region_from_cdk_json(args.cdk_json)
         value = boto3.client("ssm", region_name=region).get_parameter(Name=name)["Parameter"]["Value"]
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        print(error.report(), file=sys.stderr)
         return 2
     except NoCredentialsError as error:
         print(f"no AWS credentials found: {error}", file=sys.stderr)
