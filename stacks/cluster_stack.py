@@ -14,6 +14,7 @@ from stacks.infra_stack import DRY_RUN_NOTE, TrnClusterInfraStack
 from trn_constructs.config import ClusterConfig
 from trn_constructs.handover import Handover, state_parameter_name
 from trn_constructs.operations import Operations
+from trn_constructs.operations.operations import node_alarm_name
 from trn_constructs.timeline import Budgets
 
 
@@ -53,9 +54,12 @@ class TrnClusterStack(KitStack):
             budgets=Budgets(config.orchestrator, image, config.burn_in.duration_seconds),
             cluster_test=infra.cluster_test,
             alerts=infra.alerts,
+            node_alarm=node_alarm_name(self.stack_name),
             log_retention=config.log_retention,
         )
         self.handover.add_outputs()
+        # Beside the handover, not after it: the node-count alarm must exist by the time a ready
+        # verdict arms it (its actions start disabled).
         self.operations = Operations(
             self,
             "Operations",
@@ -67,5 +71,3 @@ class TrnClusterStack(KitStack):
             alarm_topic=infra.alerts.topic,
             other_nodes=infra.orchestrator.other_nodes,
         )
-        # Alarms start watching once the handover is done, not while nodes boot.
-        self.operations.node.add_dependency(self.handover.gate)

@@ -304,11 +304,21 @@ def test_fsx_free_capacity_alarm_at_a_tenth_of_capacity(variant, capacity_gib):
     _notifies_topic(synthesized, alarm)
 
 
-def test_alarms_start_after_the_handover_gate(each):
+def test_the_node_alarm_waits_disarmed_for_the_handover_and_the_others_watch_from_the_start(each):
     _, synthesized = each
     (gate,) = synthesized.handover.find_resources("Custom::TrnHandover")
-    for alarm in alarms(synthesized).values():
-        assert gate in alarm["DependsOn"]
+    found = alarms(synthesized)
+    for name, alarm in found.items():
+        # Not after the gate: the alarm must exist when a ready verdict arms it.
+        assert gate not in alarm.get("DependsOn", []), name
+        armed = alarm["Properties"].get("ActionsEnabled", True)
+        assert armed is (name != "TrnClusterStack-node-left-service"), name
+    # The handover's functions may arm and disarm exactly that alarm.
+    alarm_arn = "arn:aws:cloudwatch:us-east-2:123456789012:alarm:TrnClusterStack-node-left-service"
+    grants = [s for p in synthesized.handover.find_resources("AWS::IAM::Policy").values()
+              for s in p["Properties"]["PolicyDocument"]["Statement"]
+              if s["Action"] == ["cloudwatch:DisableAlarmActions", "cloudwatch:EnableAlarmActions"]]
+    assert len(grants) == 2 and all(s["Resource"] == alarm_arn for s in grants)  # advance and stop
 
 
 def test_alert_topic_is_encrypted_tls_only_and_cloudwatch_may_use_its_key(each):

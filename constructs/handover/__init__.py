@@ -114,12 +114,16 @@ class Handover(Construct):
         budgets: Budgets,
         cluster_test: ClusterTestPlan,
         alerts: Alerts,
+        node_alarm: str,
         log_retention: logs.RetentionDays,
     ) -> None:
+        """``node_alarm``: the name of the alarm on the node count, armed once the cluster is handed
+        over and disarmed before the block ends."""
         super().__init__(scope, construct_id)
         topic = alerts.topic
         stack = Stack.of(self)
         self._stack = stack
+        self._node_alarm = node_alarm
         self._artifacts = artifacts
         self._log_retention = log_retention
         self.state_parameter = ssm.StringParameter(
@@ -139,7 +143,7 @@ class Handover(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )  # fmt: skip
         code = handover_code(self._plan_document(plan, artifacts, capacity, burn_in, budgets, cluster_test,
-                                                 stack.stack_name))
+                                                 stack.stack_name, node_alarm))
         environment = {
             "REPORTS_BUCKET": artifacts.bucket.bucket_name,
             "CAPACITY_RESERVATION_ID": capacity.reservation_id,
@@ -200,7 +204,7 @@ class Handover(Construct):
     @staticmethod
     def _plan_document(
         plan: HandoverPlan, artifacts: BurnInArtifacts, capacity: CapacityTarget, burn_in: BurnInConfig,
-        budgets: Budgets, cluster_test: ClusterTestPlan, stack_name: str,
+        budgets: Budgets, cluster_test: ClusterTestPlan, stack_name: str, node_alarm: str,
     ) -> dict[str, Any]:
         spec = capacity.instance
         document: dict[str, Any] = {
@@ -208,6 +212,7 @@ class Handover(Construct):
             "orchestrator": plan.orchestrator,
             "state_parameter": state_parameter_name(stack_name),
             "log_group": log_group_name(stack_name),
+            "node_alarm": node_alarm,
             "reports_prefix": artifacts.reports_prefix,
             "handover_prefix": HANDOVER_PREFIX,
             "cluster_test_prefix": artifacts.cluster_test_prefix,
@@ -248,11 +253,15 @@ class Handover(Construct):
                     "DescribeInstances and DescribeCapacityReservations have no resource-level permissions; "
                     "the handover only lists its own Capacity Block")
 
-    @staticmethod
-    def _publish(function: lambda_.Function, topic: sns.ITopic) -> None:
+    def _publish(self, function: lambda_.Function, topic: sns.ITopic) -> None:
+        """Tell people (the alert topic), and arm or disarm the node-count alarm."""
         topic.grant_publish(function)
         acknowledge(function, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
                     "Publishing to the alert topic encrypts with its KMS key: GenerateDataKey* on that one key")
+        alarm = self._stack.format_arn(service="cloudwatch", resource="alarm", resource_name=self._node_alarm,
+                                       arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        function.add_to_role_policy(iam.PolicyStatement(
+            actions=["cloudwatch:EnableAlarmActions", "cloudwatch:DisableAlarmActions"], resources=[alarm]))
 
     @staticmethod
     def _allow_orchestrator(function: lambda_.Function, plan: HandoverPlan) -> None:

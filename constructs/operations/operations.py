@@ -14,6 +14,13 @@ from trn_constructs.operations.node import ship_neuron_metrics as node
 from trn_constructs.operations.telemetry import NodeTelemetry
 
 ALARM_PERIOD = Duration.minutes(5)
+NODE_ALARM = "node-left-service"
+
+
+def node_alarm_name(stack_name: str) -> str:
+    """The alarm the handover arms at a ready verdict and disarms before the block ends."""
+    return f"{stack_name}-{NODE_ALARM}"
+
 FREE_CAPACITY_LOW_FRACTION = 0.10
 GIB = 1024**3
 
@@ -70,15 +77,20 @@ class Operations(Construct):
                     "their checkpoints."
                 ),
             ),
+            # Its actions start disabled: before the block starts, and after its end, the cluster
+            # has no Trainium nodes by design. The handover enables them when it hands the cluster
+            # over and disables them at EC2's expiration warning.
             "nodes": self._alarm(
                 "NodeLeftService",
-                "node-left-service",
+                NODE_ALARM,
                 nodes_in_service,
                 threshold=expected - 0.5,
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
                 missing=cloudwatch.TreatMissingData.BREACHING,
                 evaluation_periods=2,
-                description=f"Fewer than {expected} nodes in service for 10 minutes. {advice}",
+                description=(f"Fewer than {expected} nodes in service for 10 minutes. {advice} Armed by the "
+                             "handover's ready verdict, disarmed at the Capacity Block's expiration warning."),
+                actions_enabled=False,
             ),
             "storage": self._alarm(
                 "FileSystemFreeCapacityLow",
@@ -183,11 +195,13 @@ class Operations(Construct):
         missing: cloudwatch.TreatMissingData,
         description: str,
         evaluation_periods: int = 1,
+        actions_enabled: bool = True,
     ) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(
             self,
             construct_id,
             alarm_name=f"{self._prefix}-{name}",
+            actions_enabled=actions_enabled,
             alarm_description=description,
             metric=metric,
             threshold=threshold,

@@ -8,7 +8,7 @@ import json
 from datetime import timedelta
 
 from tests.support.cloud import BLOCK_START, HEAD_NODE, Cloud, FakeKubernetes
-from tests.support.handover import STATE_MACHINE, STATE_PARAMETER, eks_settings, run, settings, use
+from tests.support.handover import NODE_ALARM, STATE_MACHINE, STATE_PARAMETER, eks_settings, run, settings, use
 from trn_constructs.handover.handler import index, kubernetes, settings as settings_module, slurm, workflow
 
 
@@ -134,6 +134,8 @@ def test_the_expiry_warning_drains_slurm_and_says_so(monkeypatch):
     assert "/opt/slurm/bin/scontrol update NodeName=\"$nodes\" State=DRAIN" in script
     assert "Reason='trn-kit: Capacity Block ends at 2026-12-11T11:30:00Z, no new jobs'" in script
     assert cloud.messages[-1]["subject"] == "TrnClusterStack: Capacity Block ends at 2026-12-11T11:30:00Z; new work stopped"
+    # The nodes leave with the block: their count no longer pages anyone.
+    assert cloud.calls("cloudwatch", "DisableAlarmActions") == [{"AlarmNames": [NODE_ALARM]}]
 
 
 def test_the_expiry_warning_cordons_eks_nodes(monkeypatch):

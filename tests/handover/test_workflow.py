@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 
 from tests.support.cloud import FAIL, PASS, SILENT, Behaviour, Cloud
-from tests.support.handover import STATE_PARAMETER, cloud, run, settings, use  # noqa: F401
+from tests.support.handover import NODE_ALARM, STATE_PARAMETER, cloud, run, settings, use  # noqa: F401
 
 
 def terminations(cloud: Cloud) -> list[str]:
@@ -20,6 +20,8 @@ def test_all_nodes_pass_and_the_cluster_test_hands_over(cloud):
     verdict = final["verdict"]
     assert verdict["state"] == "ready"
     assert verdict["passed_nodes"] == 4 and verdict["failed"] == [] and verdict["replaced"] == []
+    # Handed over: from now on a node that leaves pages the operators.
+    assert cloud.alarm_actions == {NODE_ALARM: True}
     assert verdict["summary"].startswith(
         "4/4 nodes passed the burn-in (policy 100% of nodes; cores >= 70% of the 78.6 TFLOPS bf16 peak and >= 90% "
         "of their node's median); median chip throughput 76.3% of peak. Cluster all-reduce across 4 nodes: 150.0 GiB/s"
@@ -133,3 +135,4 @@ def test_replacement_off_quarantines_without_terminating(monkeypatch):
     assert verdict["failed"][0]["reasons"][-1] == "not replaced: burnInReplaceFailedNodes is false"
     assert verdict["state"] == "not-ready"
     assert cloud.messages[-1]["subject"] == "TrnClusterStack: Trainium cluster NOT ready (3/4 nodes)"
+    assert cloud.alarm_actions == {NODE_ALARM: False}  # a cluster not handed over pages no one

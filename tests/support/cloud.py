@@ -96,6 +96,7 @@ class Cloud:
         self.commands: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.stack_status = "CREATE_IN_PROGRESS"
+        self.alarm_actions: dict[str, bool] = {"TrnClusterStack-node-left-service": False}  # as deployed
         self.cleaning: dict[int, datetime] = {}  # slot -> when it frees
         self.desired = 0 if self.orchestrator == "eks" else self.slots
         self._ids = itertools.count(1)
@@ -107,7 +108,7 @@ class Cloud:
             for name, service in (
                 ("ec2", Ec2(self)), ("s3", S3(self)), ("ssm", Ssm(self)), ("sns", Sns(self)),
                 ("stepfunctions", StepFunctions(self)), ("autoscaling", AutoScaling(self)),
-                ("eks", Eks(self)), ("cloudformation", CloudFormation(self)),
+                ("eks", Eks(self)), ("cloudformation", CloudFormation(self)), ("cloudwatch", CloudWatch(self)),
             )
         }  # fmt: skip
         self._orchestrate()
@@ -440,6 +441,23 @@ class CloudFormation:
     def describe_stacks(self, StackName, **_):
         return {"Stacks": [{"StackName": "TrnClusterStack", "StackId": StackName, "CreationTime": BLOCK_START,
                             "StackStatus": self.cloud.stack_status}]}
+
+
+class CloudWatch:
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+
+    def _set(self, names: list[str], enabled: bool) -> dict:
+        for name in names:  # CloudWatch ignores names of alarms that do not exist
+            if name in self.cloud.alarm_actions:
+                self.cloud.alarm_actions[name] = enabled
+        return {}
+
+    def enable_alarm_actions(self, AlarmNames, **_):
+        return self._set(AlarmNames, True)
+
+    def disable_alarm_actions(self, AlarmNames, **_):
+        return self._set(AlarmNames, False)
 
 
 class FakeKubernetes:

@@ -16,12 +16,14 @@ from trn_constructs.handover.handler.settings import ClusterTestSettings, Kubern
 STATE_MACHINE = "arn:aws:states:us-east-2:123456789012:stateMachine:TrnClusterStack-handover"
 TOPIC = "arn:aws:sns:us-east-2:123456789012:alerts"
 STATE_PARAMETER = "/trn-kit/TrnClusterStack/handover"
+NODE_ALARM = "TrnClusterStack-node-left-service"
 
 
 def settings(**overrides: Any) -> Settings:
     base = Settings(
         stack_name="TrnClusterStack", orchestrator="slurm", bucket=BUCKET, reservation_id=RESERVATION,
         topic_arn=TOPIC, state_parameter=STATE_PARAMETER, log_group="/trn-kit/TrnClusterStack/handover",
+        node_alarm=NODE_ALARM,
         reports_prefix="burn-in/",
         handover_prefix="handover/", cluster_test_prefix="cluster-test/", expected_nodes=4,
         instances_per_ultraserver=1, ultraserver_type=None, min_healthy_fraction=1.0,

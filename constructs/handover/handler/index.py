@@ -28,6 +28,7 @@ def stop_new_work(event: dict[str, Any], _context: Any = None) -> dict[str, str]
     end = event.get("detail", {}).get("end-date", "soon")
     reason = f"trn-kit: Capacity Block ends at {end}, no new jobs"
     done = node_operations(settings).stop_new_work(reason)
+    publish.arm_node_alarm(settings, False)  # the nodes leave with the block
     publish.notify(
         settings,
         f"{settings.stack_name}: Capacity Block ends at {end}; new work stopped",

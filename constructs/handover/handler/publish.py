@@ -69,6 +69,8 @@ def publish_verdict(settings: Settings, run_id: str, verdict: dict[str, Any]) ->
               failed=[{"instance_id": f["instance_id"], "reason": "; ".join(f["reasons"])[:REASON_LIMIT]}
                       for f in verdict.get("failed", [])])
     ready = verdict["state"] == "ready"
+    if ready:
+        arm_node_alarm(settings, True)
     subject = (f"{settings.stack_name}: Trainium cluster {'ready' if ready else 'NOT ready'} "
                f"({verdict['passed_nodes']}/{verdict['expected_nodes']} nodes)")
     notify(settings, subject, f"{verdict['summary']}\n\nVerdict: {uri}\nReports: {settings.reports_location}")
@@ -77,3 +79,14 @@ def publish_verdict(settings: Settings, run_id: str, verdict: dict[str, Any]) ->
 
 def notify(settings: Settings, subject: str, message: str) -> None:
     aws.client("sns").publish(TopicArn=settings.topic_arn, Subject=subject[:SUBJECT_LIMIT], Message=message)
+
+
+def arm_node_alarm(settings: Settings, armed: bool) -> None:
+    """The node-count alarm watches only a handed-over cluster: before the block's start and after
+    its end there are no nodes by design. Never fails the caller: the verdict matters more."""
+    cloudwatch = aws.client("cloudwatch")
+    change = cloudwatch.enable_alarm_actions if armed else cloudwatch.disable_alarm_actions
+    try:
+        change(AlarmNames=[settings.node_alarm])
+    except ClientError as error:
+        print(f"could not {'arm' if armed else 'disarm'} the alarm {settings.node_alarm}: {error}")

@@ -56,6 +56,7 @@ class Settings:
     topic_arn: str
     state_parameter: str  # /trn-kit/<stack>/handover: the verdict for people and scripts
     log_group: str  # the advance function's: what each poll waited for
+    node_alarm: str  # armed at a ready verdict, disarmed before the block ends
     reports_prefix: str
     handover_prefix: str
     cluster_test_prefix: str
@@ -109,7 +110,7 @@ class Settings:
 
 
 _SCALARS = (
-    "stack_name", "orchestrator", "state_parameter", "log_group", "reports_prefix", "handover_prefix",
+    "stack_name", "orchestrator", "state_parameter", "log_group", "node_alarm", "reports_prefix", "handover_prefix",
     "cluster_test_prefix", "expected_nodes", "instances_per_ultraserver", "ultraserver_type",
     "min_healthy_fraction", "whole_ultraservers", "replace_failed_nodes", "max_replacements",
     "budget_seconds", "poll_seconds", "replacement_seconds", "report_timeout_seconds",
